@@ -63,7 +63,8 @@ written once; a rerun appends, never overwrites). Columns:
   cell_timeout_s      the cell's time budget, compile included
   wall_s              seconds the cell's subprocess ran
   device_kind, device_count, platform, jax_version, jaxlib_version,
-  flax_version, git_commit   the stamp (commit "+dirty" with local edits)
+  flax_version, git_commit   the stamp (commit "+dirty" with local edits
+                      to the code, results/ not counted)
   config_json         the cell's full config
 """
 
@@ -378,8 +379,10 @@ def git_commit() -> str:
   try:
     commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, env=env,
                             capture_output=True, text=True, check=True)
+    # Results the harness itself appends to do not make the code dirty.
     dirty = subprocess.run(
-        ['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
+        ['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
+         ':(exclude)results'], cwd=root,
         env=env, capture_output=True, text=True, check=True)
   except (OSError, subprocess.CalledProcessError):
     return ''

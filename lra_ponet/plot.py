@@ -168,6 +168,8 @@ def main(argv):
              'lra_ponet.bench first')
   for device, frame in frames.items():
     for sweep in report.select_sweeps(frame, FLAGS.all_sweeps):
+      if sweep['length'].nunique() < 2:
+        continue  # One length has no scaling to plot; the report has it.
       path = results_dir / file_name(device, sweep, FLAGS.all_sweeps)
       slopes = plot_sweep(sweep, path)
       summary = '; '.join(
