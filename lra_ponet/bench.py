@@ -92,6 +92,7 @@ from baselines import transformer
 from configs import base
 from lra_ponet import models
 from lra_ponet import train
+from lra_ponet import errors
 from lra_ponet.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -661,13 +662,6 @@ def main(argv):
         'python -m lra_ponet.plot')
 
 
-def parse_flags(argv):
-  try:
-    return FLAGS(argv)
-  except flags.Error as error:
-    sys.exit(f'error: {error}')
-
-
 if __name__ == '__main__':
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -92,6 +92,25 @@ def file_key(path) -> str:
   return f'{os.path.realpath(path)}:{stat.st_size}:{stat.st_mtime_ns}'
 
 
+def tsv_splits(task: str, directory, split_files: dict, read_tsv,
+               config) -> dict:
+  """Reads every split's TSV file through the array cache.
+
+  `read_tsv(path, max_len, padded_len)` returns the task's arrays dataclass;
+  a missing file is named in the error.
+  """
+  splits = {}
+  for split, name in split_files.items():
+    path = pathlib.Path(directory) / name
+    if not path.exists():
+      raise UserError(f'{task} data not found: expected {path}')
+    key = f'{file_key(path)}:{config.max_len}:{config.padded_len}'
+    arrays = cached_arrays(task, key, lambda path=path: vars(
+        read_tsv(path, config.max_len, config.padded_len)))
+    splits[split] = Split(**arrays)
+  return splits
+
+
 def train_batches(split: Split, batch_size: int, seed: int,
                   start_step: int = 0):
   """Yields training batches from start_step on, reshuffled every epoch.

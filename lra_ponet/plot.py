@@ -29,6 +29,7 @@ from absl import app
 from absl import flags
 
 from lra_ponet import report
+from lra_ponet import errors
 from lra_ponet.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -182,4 +183,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, flags_parser=report.parse_flags)
+  app.run(main, flags_parser=errors.parse_flags)

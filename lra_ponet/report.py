@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 
 import tasks
+from lra_ponet import errors
 from lra_ponet.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -474,13 +475,6 @@ def main(argv):
   write(results_dir / 'accuracy.md', accuracy)
 
 
-def parse_flags(argv):
-  try:
-    return FLAGS(argv)
-  except flags.Error as error:
-    sys.exit(f'error: {error}')
-
-
 if __name__ == '__main__':
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -96,15 +96,6 @@ def load(config) -> input_pipeline.TaskData:
     if not all((directory / name).exists() for name in SPLIT_FILES.values()):
       print(f'Generating ListOps (seed {config.data_seed}) into {directory}')
       listops_generator.generate_listops(directory, seed=config.data_seed)
-  splits = {}
-  for split, name in SPLIT_FILES.items():
-    path = directory / name
-    if not path.exists():
-      raise UserError(f'ListOps data not found: expected {path}')
-    key = (f'{input_pipeline.file_key(path)}:{config.max_len}:'
-           f'{config.padded_len}')
-    arrays = input_pipeline.cached_arrays(
-        'listops', key, lambda path=path: vars(
-            read_tsv(path, config.max_len, config.padded_len)))
-    splits[split] = input_pipeline.Split(**arrays)
+  splits = input_pipeline.tsv_splits('listops', directory, SPLIT_FILES,
+                                      read_tsv, config)
   return input_pipeline.TaskData(source=source, **splits)

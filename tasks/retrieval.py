@@ -87,16 +87,7 @@ def load(config) -> input_pipeline.TaskData:
                     'lra_ponet.data prepare --task=retrieval` says where to '
                     'get it)')
   directory = _release_dir(config.data_dir)
-  splits = {}
-  for split, name in SPLIT_FILES.items():
-    path = directory / name
-    if not path.exists():
-      raise UserError(f'Retrieval data not found: expected {path}')
-    key = (f'{input_pipeline.file_key(path)}:{config.max_len}:'
-           f'{config.padded_len}')
-    arrays = input_pipeline.cached_arrays(
-        'retrieval', key, lambda path=path: vars(
-            read_tsv(path, config.max_len, config.padded_len)))
-    splits[split] = input_pipeline.Split(**arrays)
+  splits = input_pipeline.tsv_splits('retrieval', directory, SPLIT_FILES,
+                                      read_tsv, config)
   return input_pipeline.TaskData(source=f'LRA release files {directory}',
                                  **splits)
