@@ -1,5 +1,6 @@
 """Task data containers, on-disk cache location and the batch iterators."""
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -153,6 +154,8 @@ def prefetch(batches, put, size: int = 2):
 
   Keeps `size` batches ready ahead of the training step so that host-side
   gathering never stalls the accelerator. Exceptions reach the consumer.
+  Closing the generator waits for the thread to end: a thread still inside a
+  device transfer when the interpreter exits aborts the process.
   """
   ready = queue.Queue(maxsize=size)
   done = object()
@@ -168,7 +171,8 @@ def prefetch(batches, put, size: int = 2):
     except BaseException as error:  # Re-raised in the consuming thread.
       ready.put(error)
 
-  threading.Thread(target=produce, daemon=True).start()
+  producer = threading.Thread(target=produce, daemon=True)
+  producer.start()
   try:
     while (item := ready.get()) is not done:
       if isinstance(item, BaseException):
@@ -176,3 +180,7 @@ def prefetch(batches, put, size: int = 2):
       yield item
   finally:
     stop.set()
+    while producer.is_alive():  # Room in the queue lets it see `stop`.
+      with contextlib.suppress(queue.Empty):
+        ready.get_nowait()
+      producer.join(timeout=0.01)

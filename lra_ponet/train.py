@@ -7,6 +7,7 @@ replicated and each batch split over all devices (see `parallel`); the loop
 checkpoints, resumes and stops cleanly (see `checkpoint`).
 """
 
+import contextlib
 import json
 import math
 import pathlib
@@ -371,7 +372,7 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False) -> dict:
     with tqdm(total=config.train_steps, initial=start, unit='step',
               dynamic_ncols=True, disable=not is_writer,
               desc=f'{config.task}/{config.model.name}') as progress_bar, \
-        StopRequests() as stops:
+        StopRequests() as stops, contextlib.closing(batches):
       for step in range(start + 1, config.train_steps + 1):
         state, metrics = train_step(state, next(batches))
         pending.append(metrics)

@@ -1,5 +1,7 @@
 """Schedules, optimiser and the pure training step."""
 
+import threading
+
 import jax
 import numpy as np
 import pytest
@@ -99,6 +101,27 @@ def test_eval_batches_cover_every_example_once():
   labels = np.concatenate([b['label'] for b in batches])
   assert weights.sum() == 7
   np.testing.assert_array_equal(labels[weights > 0], np.arange(7))
+
+
+def test_prefetch_delivers_in_order_and_reraises():
+  assert list(input_pipeline.prefetch(iter(range(5)), lambda x: x * 10)) == [
+      0, 10, 20, 30, 40]
+
+  def failing():
+    yield 1
+    raise ValueError('bad batch')
+
+  with pytest.raises(ValueError, match='bad batch'):
+    list(input_pipeline.prefetch(failing(), lambda x: x))
+
+
+def test_closing_prefetch_ends_its_thread():
+  # A producer left running at exit aborts the interpreter mid-transfer.
+  before = threading.active_count()
+  batches = input_pipeline.prefetch(iter(range(100)), lambda x: x, size=1)
+  assert next(batches) == 0
+  batches.close()
+  assert threading.active_count() == before
 
 
 def test_pixel_tasks_refuse_padding(tmp_path):
