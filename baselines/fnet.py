@@ -14,8 +14,8 @@ class FNetMixer(nnx.Module):
   masks_padding = False
 
   @classmethod
-  def from_config(cls, model_config, *, rngs):
-    del model_config, rngs  # FNet has no parameters.
+  def from_config(cls, model_config, *, rngs, layer_index=0):
+    del model_config, rngs, layer_index  # FNet has no parameters.
     return cls()
 
   def __call__(self, x_BxLxD, mask_BxL):

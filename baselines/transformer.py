@@ -47,7 +47,8 @@ class SelfAttention(nnx.Module):
     self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
 
   @classmethod
-  def from_config(cls, model_config, *, rngs):
+  def from_config(cls, model_config, *, rngs, layer_index=0):
+    del layer_index  # Every layer is the same.
     return cls(model_config.dim, model_config.num_heads, rngs=rngs,
                attention_dropout=model_config.attention_dropout,
                implementation=model_config.attention,

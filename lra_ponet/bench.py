@@ -174,8 +174,7 @@ STOPPING = ('OOM', 'TIMEOUT')
 
 def cell_config(cell):
   """The task config with the cell's model, length, batch and dtype."""
-  config = tasks.get_config(cell['task'], cell['preset'])
-  config.model.name = cell['model']
+  config = tasks.get_config(cell['task'], cell['preset'], cell['model'])
   config.model.attention = cell['attention'] or 'xla'
   config.model.dtype = cell['dtype']
   config.max_len = config.padded_len = cell['length']

@@ -4,12 +4,23 @@ Every model of the suite is the same pre-LN encoder (token + learned position
 embeddings, blocks of mixer then MLP, final LayerNorm, pooling) around a token
 mixer chosen by name. A mixer is an `nnx.Module` called as
 `mixer(x_BxLxD, mask_BxL) -> BxLxD` (mask True at real tokens), built by a
-`from_config(model_config, *, rngs)` classmethod, with a `masks_padding`
-attribute that says whether padding content is kept out of real positions.
+`from_config(model_config, *, rngs, layer_index)` classmethod (`layer_index`
+counts blocks from 0, for mixers whose settings change with depth), with a
+`masks_padding` attribute that says whether padding content is kept out of
+real positions.
+
+A mixer with hyperparameters of its own declares them in a classmethod
+`default_config(config) -> dict` (it may read the task config, e.g. the
+padded length); they become the fields of `config.model.<name>`, present only
+when that mixer is chosen, so `--config.model.<name>.FIELD=...` overrides
+them. A mixer that draws random numbers (hashing, random features) takes its
+keys from the `mixer` stream of `rngs` (`rngs["mixer"].fork()`), which the
+trainer seeds from `config.seed`.
 """
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from baselines import fnet
@@ -36,6 +47,16 @@ def mixer_class(name: str):
   return MIXERS[name]
 
 
+def configure_mixer(config, name: str):
+  """Sets `config.model.name` and adds the mixer's own fields, if it has any."""
+  mixer = mixer_class(name)
+  config.model.name = name
+  if hasattr(mixer, 'default_config'):
+    config.model[name] = ml_collections.ConfigDict(
+        mixer.default_config(config))
+  return config
+
+
 def _embedding_init():
   return nnx.initializers.normal(stddev=0.02)
 
@@ -43,11 +64,11 @@ def _embedding_init():
 class EncoderBlock(nnx.Module):
   """`x = x + Dropout(Mixer(LN(x)))`, then `x = x + MLP(LN(x))`."""
 
-  def __init__(self, model_config, *, rngs: nnx.Rngs):
+  def __init__(self, model_config, *, rngs: nnx.Rngs, layer_index: int):
     dim, dtype = model_config.dim, jnp.dtype(model_config.dtype)
     self.mixer_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-    self.mixer = mixer_class(model_config.name).from_config(model_config,
-                                                            rngs=rngs)
+    self.mixer = mixer_class(model_config.name).from_config(
+        model_config, rngs=rngs, layer_index=layer_index)
     self.mixer_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
     self.mlp_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
     self.mlp_in = nnx.Linear(dim, model_config.mlp_dim, dtype=dtype,
@@ -90,8 +111,9 @@ class Encoder(nnx.Module):
     if self.pooling == 'cls':
       self.cls_token = nnx.Param(_embedding_init()(rngs.params(), (1, 1, dim)))
     self.embed_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
-    self.blocks = nnx.List([EncoderBlock(model_config, rngs=rngs)
-                            for _ in range(model_config.num_layers)])
+    self.blocks = nnx.List([
+        EncoderBlock(model_config, rngs=rngs, layer_index=index)
+        for index in range(model_config.num_layers)])
     self.final_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, tokens_BxL, mask_BxL):

@@ -60,7 +60,8 @@ class PoNetMixer(nnx.Module):
     self.out = linear()
 
   @classmethod
-  def from_config(cls, model_config, *, rngs):
+  def from_config(cls, model_config, *, rngs, layer_index=0):
+    del layer_index  # Every layer is the same.
     return cls(model_config.dim, model_config.num_heads,
                model_config.segment_num, rngs=rngs,
                local_window=model_config.local_window,

@@ -74,7 +74,7 @@ def parse_flags(argv):
   """Reads --task and --preset first: they decide which config is loaded."""
   try:
     FLAGS(argv, known_only=True)
-    config = tasks.get_config(FLAGS.task, FLAGS.preset)
+    config = tasks.get_config(FLAGS.task, FLAGS.preset, FLAGS.model)
     check_overrides(argv, config)
     config_flags.DEFINE_config_dict('config', config)
     return FLAGS(argv)
@@ -113,7 +113,6 @@ def main(argv):
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Hides backend-probing notices.
   config = FLAGS.config
-  config.model.name = FLAGS.model
   try:
     if FLAGS.distributed:
       initialize_distributed()

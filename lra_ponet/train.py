@@ -125,7 +125,8 @@ def create_train_state(config, info):
   `state` holds the model (index 0) and the optimizer (index 1), RNG counts
   included. The two graph definitions differ only in dropout being active.
   """
-  rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
+  rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1,
+                  mixer=config.seed + 2)
   model = models.build_model(config.model, info, config.padded_len,
                              rngs=rngs)
   optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)

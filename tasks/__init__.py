@@ -8,6 +8,7 @@ so a task's optional dependencies load only when it runs.
 
 import importlib
 
+from lra_ponet import models
 from lra_ponet.errors import UserError
 
 TASKS = {
@@ -27,6 +28,8 @@ def get_task(name: str):
   return importlib.import_module(TASKS[name])
 
 
-def get_config(name: str, preset: str = 'ponet'):
+def get_config(name: str, preset: str = 'ponet', model: str = 'ponet'):
+  """The task's config of `preset`, for the token mixer `model`."""
   get_task(name)
-  return importlib.import_module(f'configs.{name}').get_config(preset)
+  config = importlib.import_module(f'configs.{name}').get_config(preset)
+  return models.configure_mixer(config, model)
