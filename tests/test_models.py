@@ -12,12 +12,14 @@ from lra_ponet.errors import UserError
 from lra_ponet.input_pipeline import TaskInfo
 
 
-def tiny_model_config(name, **overrides):
-  config = base.model_config(num_layers=2, dim=16, num_heads=2, mlp_dim=32,
-                             segment_num=3, pooling='mean')
-  config.name = name
-  config.update(overrides)
-  return config
+def tiny_model_config(name, length=14, **overrides):
+  """A 2-layer, 16-wide model config for sequences of `length` tokens."""
+  model = base.model_config(num_layers=2, dim=16, num_heads=2, mlp_dim=32,
+                            segment_num=3, pooling='mean')
+  model.update(overrides)
+  config = ml_collections.ConfigDict(dict(max_len=length, padded_len=length,
+                                          model=model))
+  return models.configure_mixer(config, name).model
 
 
 def _tokens_and_mask(seed=0):
