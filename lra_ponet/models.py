@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from baselines import dman
 from baselines import fnet
 from baselines import transformer
 from lra_ponet import ponet
@@ -32,6 +33,7 @@ MIXERS = {
     'ponet': ponet.PoNetMixer,
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
+    'dman': dman.DynamicMaskAttention,
 }
 
 POOLINGS = ('mean', 'cls')

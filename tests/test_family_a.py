@@ -1,0 +1,124 @@
+"""LSRA, Poolingformer, BP-Transformer and DMAN against slow references."""
+
+import math
+
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import base
+from lra_ponet import models
+from lra_ponet.errors import UserError
+from test_models import tiny_model_config
+
+BATCH, LENGTH, DIM, HEADS = 2, 13, 16, 2
+
+
+def _inputs(length=LENGTH, masked=True, seed=0):
+  rng = np.random.default_rng(seed)
+  x_BxLxD = rng.normal(size=(BATCH, length, DIM)).astype(np.float32)
+  lengths = [length, length // 2 + 1] if masked else [length, length]
+  mask_BxL = np.arange(length)[None] < np.array(lengths)[:, None]
+  return x_BxLxD, mask_BxL
+
+
+def _mixer(name, length=LENGTH, layer_index=0, **fields):
+  config = tiny_model_config(name, length=length, dim=DIM, num_heads=HEADS)
+  config[name].update(fields)
+  mixer = models.mixer_class(name).from_config(
+      config, rngs=nnx.Rngs(0, mixer=1), layer_index=layer_index)
+  mixer.eval()
+  return mixer
+
+
+def _kernel(linear):
+  return np.asarray(linear.kernel[...], np.float64)
+
+
+def _bias(linear):
+  return np.asarray(linear.bias[...], np.float64)
+
+
+def _affine(linear, x):
+  return x @ _kernel(linear) + _bias(linear)
+
+
+def _softmax(logits):
+  logits = np.asarray(logits, np.float64)
+  weights = np.exp(logits - logits.max())
+  return weights / weights.sum()
+
+
+def _assert_real_rows_close(actual, expected, mask_BxL, atol=1e-5):
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  np.testing.assert_allclose(actual[mask_BxL], expected[mask_BxL],
+                             rtol=1e-4, atol=atol)
+
+
+# DMAN.
+
+
+def _dman_reference(mixer, x_BxLxD, mask_BxL):
+  x = np.asarray(x_BxLxD, np.float64)
+  batch, length, dim = x.shape
+  head_dim = dim // HEADS
+  qkv = _affine(mixer.qkv, x)
+  query, key, value = np.split(qkv, 3, axis=-1)
+  forward = np.asarray(mixer.forward_position[...], np.float64)
+  backward = np.asarray(mixer.backward_position[...], np.float64)
+  heads = np.asarray(mixer.head[...], np.float64)
+  w_ctx = _kernel(mixer.context)[:, 0]
+  out = np.zeros_like(x)
+  for b in range(batch):
+    for h in range(HEADS):
+      part = slice(h * head_dim, (h + 1) * head_dim)
+      for i in range(length):
+        logits = []
+        for j in range(length):
+          if j < i:
+            position = forward[mixer.max_distance - (i - j)]
+          elif j > i:
+            position = backward[j - i - 1]
+          else:
+            position = 0.0
+          gate = 1 / (1 + math.exp(-(x[b, i] @ w_ctx + position + heads[h])))
+          score = query[b, i, part] @ key[b, j, part] / math.sqrt(head_dim)
+          logits.append(score + math.log(max(gate, 1e-10)) if mask_BxL[b, j]
+                        else -1e30)
+        probs = _softmax(logits)
+        out[b, i, part] = probs @ value[b, :, part]
+  return _affine(mixer.out, np.maximum(out, 0))
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_dman_matches_reference(masked):
+  mixer = _mixer('dman', max_distance=LENGTH)
+  x_BxLxD, mask_BxL = _inputs(masked=masked)
+  _assert_real_rows_close(mixer(x_BxLxD, mask_BxL),
+                          _dman_reference(mixer, x_BxLxD, mask_BxL), mask_BxL)
+
+
+def test_dman_mask_depends_on_head_and_distance():
+  mixer = _mixer('dman')
+  x_BxLxD, _ = _inputs()
+  log_mask = np.asarray(mixer.log_mask(x_BxLxD))
+  assert not np.allclose(log_mask[:, 0], log_mask[:, 1])
+  assert not np.allclose(log_mask[:, :, 3, 2], log_mask[:, :, 3, 4])
+
+
+def test_dman_refuses_lengths_beyond_its_positions():
+  mixer = _mixer('dman', max_distance=4)
+  x_BxLxD, mask_BxL = _inputs(length=6)
+  with pytest.raises(UserError, match='max_distance=5'):
+    mixer(x_BxLxD, mask_BxL)
+
+
+def test_dman_positions_follow_padded_len_overrides():
+  config = ml_collections.ConfigDict(dict(
+      padded_len=14, model=base.model_config(
+          num_layers=1, dim=DIM, num_heads=HEADS, mlp_dim=8, segment_num=2,
+          pooling='cls')))
+  models.configure_mixer(config, 'dman')
+  config.padded_len = 100
+  assert config.model.dman.max_distance == 100
