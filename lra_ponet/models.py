@@ -25,6 +25,7 @@ from flax import nnx
 
 from baselines import dman
 from baselines import fnet
+from baselines import lsra
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -34,6 +35,7 @@ MIXERS = {
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
     'dman': dman.DynamicMaskAttention,
+    'lsra': lsra.LongShortRangeAttention,
 }
 
 POOLINGS = ('mean', 'cls')

@@ -122,3 +122,81 @@ def test_dman_positions_follow_padded_len_overrides():
   models.configure_mixer(config, 'dman')
   config.padded_len = 100
   assert config.model.dman.max_distance == 100
+
+
+# LSRA.
+
+
+def _attention_reference(x, mask_BxL, query, key, value, heads):
+  """Per-query softmax attention over the real keys; per-head outputs."""
+  batch, length, dim = x.shape
+  head_dim = dim // heads
+  out = np.zeros_like(x)
+  for b in range(batch):
+    for h in range(heads):
+      part = slice(h * head_dim, (h + 1) * head_dim)
+      for i in range(length):
+        logits = [query[b, i, part] @ key[b, j, part] / math.sqrt(head_dim)
+                  if mask_BxL[b, j] else -1e30 for j in range(length)]
+        out[b, i, part] = _softmax(logits) @ value[b, :, part]
+  return out
+
+
+def _lsra_reference(mixer, x_BxLxD, mask_BxL, faithful=False):
+  x = np.asarray(x_BxLxD, np.float64)
+  half = DIM // 2
+  xa, xc = x[..., :half], x[..., half:]
+  attention = _affine(mixer.attention_out, _attention_reference(
+      xa, mask_BxL, _affine(mixer.query, xa), _affine(mixer.key, xa),
+      _affine(mixer.value, xa), mixer.attention_heads))
+  u = _affine(mixer.conv_in, np.where(mask_BxL[..., None], xc, 0))
+  if mixer.glu:
+    u = u[..., :half] / (1 + np.exp(-u[..., half:]))
+  if not faithful:
+    u = np.where(mask_BxL[..., None], u, 0)
+  batch, length, channels = u.shape
+  size, heads = mixer.kernel_size, mixer.conv_heads
+  y = np.zeros_like(u)
+  for b in range(batch):
+    for t in range(length):
+      if mixer.conv_type == 'dynamic':
+        raw = (u[b, t] @ _kernel(mixer.taps)).reshape(heads, size)
+      else:
+        raw = np.asarray(mixer.taps[...], np.float64)
+      for c in range(channels):
+        taps = _softmax(raw[c // (channels // heads)])
+        for k in range(size):
+          if 0 <= t + k - size // 2 < length:
+            y[b, t, c] += taps[k] * u[b, t + k - size // 2, c]
+  return np.concatenate([attention, _affine(mixer.conv_out, y)], axis=-1)
+
+
+@pytest.mark.parametrize('masked', [False, True])
+@pytest.mark.parametrize('conv_type,layer_index', [('dynamic', 1),
+                                                   ('lightweight', 0)])
+def test_lsra_matches_reference(masked, conv_type, layer_index):
+  mixer = _mixer('lsra', layer_index=layer_index, conv_type=conv_type)
+  assert mixer.kernel_size == (3, 7)[layer_index]
+  x_BxLxD, mask_BxL = _inputs(masked=masked)
+  _assert_real_rows_close(mixer(x_BxLxD, mask_BxL),
+                          _lsra_reference(mixer, x_BxLxD, mask_BxL), mask_BxL)
+
+
+@pytest.mark.parametrize('padding', ['fixed', 'faithful'])
+def test_lsra_padding_forms(padding):
+  mixer = _mixer('lsra', layer_index=1, padding=padding)
+  bias = mixer.conv_in.bias
+  bias[...] = np.random.default_rng(3).normal(size=bias.shape)
+  x_BxLxD, mask_BxL = _inputs()
+  out = np.asarray(mixer(x_BxLxD, mask_BxL))
+  _assert_real_rows_close(out, _lsra_reference(
+      mixer, x_BxLxD, mask_BxL, faithful=padding == 'faithful'), mask_BxL)
+  real = mask_BxL[1].sum()
+  alone = np.asarray(mixer(x_BxLxD[1:, :real], mask_BxL[1:, :real]))[0]
+  # Only the official form lets the padding after a sequence change it.
+  assert np.allclose(out[1, :real], alone, atol=1e-5) == (padding == 'fixed')
+
+
+def test_lsra_needs_a_kernel_size_per_layer():
+  with pytest.raises(UserError, match='lsra.kernel_sizes'):
+    _mixer('lsra', layer_index=2, kernel_sizes=(3, 7))
