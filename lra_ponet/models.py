@@ -26,6 +26,7 @@ from flax import nnx
 from baselines import dman
 from baselines import fnet
 from baselines import lsra
+from baselines import poolingformer
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -36,6 +37,7 @@ MIXERS = {
     'fnet': fnet.FNetMixer,
     'dman': dman.DynamicMaskAttention,
     'lsra': lsra.LongShortRangeAttention,
+    'poolingformer': poolingformer.Poolingformer,
 }
 
 POOLINGS = ('mean', 'cls')

@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -200,3 +201,79 @@ def test_lsra_padding_forms(padding):
 def test_lsra_needs_a_kernel_size_per_layer():
   with pytest.raises(UserError, match='lsra.kernel_sizes'):
     _mixer('lsra', layer_index=2, kernel_sizes=(3, 7))
+
+
+def _temp_bytes(mixer, length):
+  """Compiled scratch memory of one forward pass at `length` tokens."""
+  graphdef, state = nnx.split(mixer)
+  x_BxLxD, mask_BxL = _inputs(length=length)
+  forward = jax.jit(lambda state, x, mask: nnx.merge(graphdef, state)(x, mask))
+  compiled = forward.lower(state, x_BxLxD, mask_BxL).compile()
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+# Poolingformer.
+
+
+def _poolingformer_reference(mixer, x_BxLxD, mask_BxL):
+  x = np.asarray(x_BxLxD, np.float64)
+  batch, length, dim = x.shape
+  head_dim = dim // HEADS
+  query, key, value = (_affine(layer, x) for layer in
+                       (mixer.query1, mixer.key1, mixer.value1))
+  level1 = np.zeros_like(x)
+  for b in range(batch):
+    for h in range(HEADS):
+      part = slice(h * head_dim, (h + 1) * head_dim)
+      for i in range(length):
+        logits = [query[b, i, part] @ key[b, j, part] / math.sqrt(head_dim)
+                  if mask_BxL[b, j] and abs(i - j) <= mixer.half1 else -1e30
+                  for j in range(length)]
+        level1[b, i, part] = _softmax(logits) @ value[b, :, part]
+  y = _affine(mixer.out1, level1)
+  query, key, value = (_affine(layer, y) for layer in
+                       (mixer.query2, mixer.key2, mixer.value2))
+  size = mixer.pool_size
+  level2 = np.zeros_like(x)
+  for b in range(batch):
+    windows = [[t for t in range(p * size, min((p + 1) * size, length))
+                if mask_BxL[b, t]] for p in range(-(-length // size))]
+    for h in range(HEADS):
+      part = slice(h * head_dim, (h + 1) * head_dim)
+      pooled_keys, pooled_values = [], []
+      for members in windows:
+        if mixer.pooling == 'mean' or not members:
+          weights = np.full(len(members), 1 / max(len(members), 1))
+        else:
+          logits = _affine(mixer.pool_weights, y[b, members].mean(0))
+          start = members[0] // size * size
+          weights = _softmax(logits.reshape(HEADS, size)[h][
+              [t - start for t in members]])
+        pooled_keys.append(weights @ key[b, members, part])
+        pooled_values.append(weights @ value[b, members, part])
+      for i in range(length):
+        logits = [
+            query[b, i, part] @ pooled_keys[p] / math.sqrt(head_dim)
+            if members and abs(p * size + size // 2 - i) <= mixer.half2
+            else -1e30 for p, members in enumerate(windows)]
+        level2[b, i, part] = _softmax(logits) @ np.array(pooled_values)
+  return y + _affine(mixer.out2, level2)
+
+
+@pytest.mark.parametrize('masked', [False, True])
+@pytest.mark.parametrize('fields', [
+    dict(window1=4, window2=8, pool_size=2),
+    dict(window1=6, window2=10, pool_size=3, pooling='ldconv'),
+    dict()])
+def test_poolingformer_matches_reference(masked, fields):
+  mixer = _mixer('poolingformer', **fields)
+  x_BxLxD, mask_BxL = _inputs(masked=masked)
+  _assert_real_rows_close(
+      mixer(x_BxLxD, mask_BxL),
+      _poolingformer_reference(mixer, x_BxLxD, mask_BxL), mask_BxL)
+
+
+def test_poolingformer_memory_is_linear_in_length():
+  mixer = _mixer('poolingformer', window1=8, window2=32, pool_size=4)
+  ratio = _temp_bytes(mixer, 1024) / _temp_bytes(mixer, 256)
+  assert 3 < ratio < 5
