@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from baselines import bpt
 from baselines import dman
 from baselines import fnet
 from baselines import lsra
@@ -38,6 +39,7 @@ MIXERS = {
     'dman': dman.DynamicMaskAttention,
     'lsra': lsra.LongShortRangeAttention,
     'poolingformer': poolingformer.Poolingformer,
+    'bpt': bpt.BinaryPartitionAttention,
 }
 
 POOLINGS = ('mean', 'cls')

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from configs import base
+from baselines import bpt
 from lra_ponet import models
 from lra_ponet.errors import UserError
 from test_models import tiny_model_config
@@ -277,3 +278,113 @@ def test_poolingformer_memory_is_linear_in_length():
   mixer = _mixer('poolingformer', window1=8, window2=32, pool_size=4)
   ratio = _temp_bytes(mixer, 1024) / _temp_bytes(mixer, 256)
   assert 3 < ratio < 5
+
+
+# BP-Transformer.
+
+
+def _official_bpt_edges(length, k, clip, drop_aliased=False):
+  """(src, dst, type) of `BinaryPartition.build_graph`, triu=False.
+
+  `drop_aliased` leaves out the overlap children one past the end of their
+  level, which the official builder turns into the next level's first node.
+  """
+  sizes, n = [], length
+  while n >= 2:
+    sizes.append(n)
+    n = (n + 1) >> 1
+  sizes.append(1)
+  shift = [sum(sizes[:j]) for j in range(len(sizes))]
+  edges = []
+  for i in range(length):
+    v, offset = i, 0
+    l_ptr, r_ptr, l_overlap, r_overlap = v - 1, v + 1, False, False
+    for j in range(len(sizes)):
+      for kk in range(k):
+        if r_ptr < sizes[j]:
+          src = (shift[j - 1] + (r_ptr << 1) + 1 if r_overlap
+                 else shift[j] + r_ptr)
+          if not (drop_aliased and r_overlap
+                  and (r_ptr << 1) + 1 >= sizes[j - 1]):
+            edges.append((src, i, (2 * k + 1) * min(j, clip) + 2 * (kk + 1)))
+          r_overlap = False
+        r_ptr += 1
+        if l_ptr >= 0:
+          src = shift[j - 1] + (l_ptr << 1) if l_overlap else shift[j] + l_ptr
+          edges.append((src, i, (2 * k + 1) * min(j, clip) + 2 * kk + 1))
+          l_overlap = False
+        l_ptr -= 1
+      if l_ptr & 1 == 0:
+        l_overlap = True
+      if r_ptr & 1 == 1:
+        r_overlap = True
+      r_ptr >>= 1
+      l_ptr >>= 1
+      edges.append((i, offset + v, (2 * k + 1) * min(j, clip)))
+      offset += sizes[j]
+      v >>= 1
+  return edges, sizes
+
+
+def _bpt_reference(mixer, x_BxLxD, mask_BxL, drop_aliased):
+  """Per-example official graph on the real length; leaf queries only."""
+  x = np.asarray(x_BxLxD, np.float64)
+  batch, length, dim = x.shape
+  head_dim = dim // HEADS
+  query, key, value = (x @ _kernel(layer) for layer in
+                       (mixer.query, mixer.key, mixer.value))
+  edge_types = np.asarray(mixer.edge_types[...], np.float64)
+  out = np.zeros_like(x)
+  for b in range(batch):
+    real = int(mask_BxL[b].sum())
+    edges, sizes = _official_bpt_edges(real, mixer.k, mixer.clip,
+                                       drop_aliased)
+    spans = [(j, p) for j, size in enumerate(sizes) for p in range(size)]
+    for h in range(HEADS):
+      part = slice(h * head_dim, (h + 1) * head_dim)
+      for i in range(real):
+        logits, values = [], []
+        for src, dst, etype in edges:
+          if dst != i:
+            continue
+          level, p = spans[src]
+          leaves = list(range(p << level, min((p + 1) << level, real)))
+          logits.append(query[b, i, part] @ (
+              key[b, leaves, part].mean(0) + edge_types[etype]) / math.sqrt(
+                  head_dim))
+          values.append(value[b, leaves, part].mean(0))
+        out[b, i, part] = _softmax(logits) @ np.array(values)
+  return out @ _kernel(mixer.out)
+
+
+@pytest.mark.parametrize('length', [1, 2, 5, 8, 13])
+def test_bpt_graph_is_the_official_one(length):
+  nodes, types, valid, _ = bpt.partition_graph(length, 2, 1)
+  edges, _ = _official_bpt_edges(length, 2, 1)
+  for i in range(length):
+    official = sorted((src, etype) for src, dst, etype in edges if dst == i)
+    ours = sorted(zip(nodes[i][valid[i]], types[i][valid[i]]))
+    assert ours == official
+  assert valid.shape[1] <= 1 + 2 * 2 * max(1, math.ceil(math.log2(length)))
+
+
+@pytest.mark.parametrize('length,masked,drop_aliased', [
+    (16, False, False), (13, False, True), (13, True, True)])
+def test_bpt_matches_reference(length, masked, drop_aliased):
+  mixer = _mixer('bpt', length=length, k=2, clip=1)
+  x_BxLxD, mask_BxL = _inputs(length=length, masked=masked)
+  _assert_real_rows_close(
+      mixer(x_BxLxD, mask_BxL),
+      _bpt_reference(mixer, x_BxLxD, mask_BxL, drop_aliased), mask_BxL)
+
+
+def test_bpt_official_graph_aliases_past_a_level_end():
+  aliased = set(_official_bpt_edges(5, 1, 5)[0])
+  assert aliased - set(_official_bpt_edges(5, 1, 5, drop_aliased=True)[0])
+
+
+def test_bpt_memory_is_k_n_log_n():
+  mixer = _mixer('bpt', k=2)
+  ratio = _temp_bytes(mixer, 1024) / _temp_bytes(mixer, 256)
+  # 4x the tokens, each with 1 + 2k log2(L) keys: 4 * 41 / 33 = 5.0.
+  assert 3 < ratio < 6
