@@ -30,7 +30,9 @@ Heads and attention dropout are the model's `num_heads` and
 `attention_dropout` (the official IWSLT setting is 4 heads, dropout 0.1).
 
 Only the DMAN sublayer is the mixer: the paper's layer is DMAN, then plain
-self-attention (SAN), then the FFN; the suite's block is mixer then MLP.
+self-attention (SAN), then the FFN, each with its own residual. The suite's
+block is mixer then MLP, and a mixer sees LayerNorm(x), not x, so it cannot
+form the residual between DMAN and SAN; the SAN sublayer is left out.
 Padding keys are excluded from every softmax (finite fill instead of the
 official -inf, so padding query rows stay finite), so `masks_padding` holds.
 """
