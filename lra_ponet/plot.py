@@ -2,6 +2,10 @@ r"""Log-log plots of step time and memory against sequence length.
 
   python -m lra_ponet.plot
   python -m lra_ponet.plot --results_dir=results --all_sweeps
+  python -m lra_ponet.plot --runs_dir=results/runs/cpu_listops
+
+With --runs_dir it draws the learning curves of the training runs under that
+folder instead (see `lra_ponet.curves`), `<results_dir>/curves_<task>.png`.
 
 One PNG per sweep that `lra_ponet.report` shows:
 `<results_dir>/bench_<device>_<task>_<dtype>_<batch>.png`, with the sweep id
@@ -28,6 +32,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from lra_ponet import curves
 from lra_ponet import report
 from lra_ponet import errors
 from lra_ponet.errors import UserError
@@ -44,6 +49,9 @@ def define_flags():
   flags.DEFINE_boolean('all_sweeps', False,
                        'Every sweep, not only the latest of each setting '
                        '(file names then end in the sweep id).')
+  flags.DEFINE_string('runs_dir', None,
+                      'Draw the learning curves of the runs under this '
+                      'folder (metrics.jsonl) instead of the bench plots.')
 
 
 def fitted_slope(lengths, values):
@@ -160,6 +168,13 @@ def file_name(device, sweep, with_sweep_id: bool) -> str:
 def main(argv):
   del argv
   results_dir = pathlib.Path(FLAGS.results_dir)
+  if FLAGS.runs_dir:
+    try:
+      for path in curves.plot_runs(FLAGS.runs_dir, results_dir):
+        print(path)
+    except UserError as error:
+      sys.exit(f'error: {error}')
+    return
   try:
     frames = report.load_bench(results_dir)
   except UserError as error:

@@ -43,6 +43,10 @@ flags.DEFINE_string('workdir', None,
 flags.DEFINE_bool('overwrite', False,
                   'Discard a previous run (checkpoints, metrics, results) in '
                   '--workdir and start afresh, even if its config differs.')
+flags.DEFINE_bool('tensorboard', False,
+                  'Also write the metrics as TensorBoard event files into '
+                  '<workdir>/tensorboard (needs the tensorboard extra: pip '
+                  'install -e ".[tensorboard]").')
 flags.DEFINE_bool('distributed', False,
                   'Call jax.distributed.initialize() first, for runs over '
                   'several hosts: automatic on TPU pods, Slurm and Open MPI; '
@@ -123,7 +127,8 @@ def main(argv):
         f'{config.task}_{config.model.name}_'
         f'{datetime.datetime.now():%Y%m%d_%H%M%S}')
     results = train.train_and_evaluate(config, workdir,
-                                       overwrite=FLAGS.overwrite)
+                                       overwrite=FLAGS.overwrite,
+                                       tensorboard=FLAGS.tensorboard)
   except UserError as error:
     sys.exit(f'error: {error}')
   except train.Interrupted as interrupted:

@@ -28,6 +28,7 @@ from lra_ponet import checkpoint
 from lra_ponet import input_pipeline
 from lra_ponet import models
 from lra_ponet import parallel
+from lra_ponet import tensorboard as tensorboard_lib
 from lra_ponet.errors import UserError
 
 SCHEDULES = ('one_cycle', 'rsqrt', 'cosine')
@@ -301,14 +302,16 @@ def _copy(tree):
   return jax.tree.map(jnp.copy, tree)
 
 
-def train_and_evaluate(config, workdir, *, overwrite: bool = False) -> dict:
+def train_and_evaluate(config, workdir, *, overwrite: bool = False,
+                       tensorboard: bool = False) -> dict:
   """Trains, evaluates on validation every eval_every steps, tests the best.
 
   Writes config.json, metrics.jsonl (one line per evaluation), checkpoints/
   and results.json into workdir and returns the results. If workdir holds
   checkpoints of the same config the run resumes from the latest and ends as
   the uninterrupted run would have; a workdir of another config is refused
-  unless `overwrite`, which starts afresh. Raises NonFiniteError at a NaN or
+  unless `overwrite`, which starts afresh. With `tensorboard`, the records of
+  metrics.jsonl also go to TensorBoard event files in workdir/tensorboard. Raises NonFiniteError at a NaN or
   infinite loss or gradient, and Interrupted on SIGINT or SIGTERM once a
   checkpoint is saved.
   """
@@ -316,6 +319,8 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False) -> dict:
   task = tasks.get_task(config.task)
   info = task.INFO
   validate_config(config)
+  if tensorboard:
+    tensorboard_lib.check_available()
   mask_zero_tokens = masks_zero_tokens(config, info)
   if not mask_zero_tokens and config.padded_len != config.max_len:
     raise UserError(f'the {config.task} task has no padding id (pixel 0 is '
@@ -351,6 +356,8 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False) -> dict:
   best_model = _copy(state[0])
   progress = _new_progress()
   checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint_keep)
+  metric_writer = (tensorboard_lib.Writer(workdir)
+                   if tensorboard and is_writer else None)
   try:
     restored = checkpoints.restore_latest(state, best_model)
     start = 0
@@ -413,6 +420,8 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False) -> dict:
               'steps_per_second': steps_per_second})
           if is_writer:
             _write_metrics(workdir, progress['records'])
+          if metric_writer:
+            metric_writer.write(progress['records'][-1])
           window.update(loss=0.0, accuracy=0.0, steps=0)
           if validation['accuracy'] > best['accuracy']:
             best.update(accuracy=validation['accuracy'], step=step)
@@ -432,6 +441,8 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False) -> dict:
         tick = time.perf_counter()
   finally:
     checkpoints.close()
+    if metric_writer:
+      metric_writer.close()
 
   state[0] = best_model
   test = evaluate(eval_step, state, data.test, config.eval_batch_size, put)

@@ -84,18 +84,47 @@ def _release_dir(data_dir: str) -> pathlib.Path:
                   'LRA release); omit --config.data_dir to generate ListOps')
 
 
+def _generate(config):
+  """Generates (once, cached by seed and settings) and describes the data."""
+  settings = config.generator
+  try:
+    limits = listops_generator.Limits(
+        max_depth=settings.max_depth, max_args=settings.max_args,
+        min_length=settings.min_length, max_length=settings.max_length)
+  except ValueError as error:
+    raise UserError(f'config.generator: {error}') from None
+  sizes = (settings.num_train, settings.num_val, settings.num_test)
+  if min(sizes) < 1:
+    raise UserError(f'config.generator: num_train, num_val and num_test must '
+                    f'be positive, got {sizes}')
+  directory = (input_pipeline.cache_dir() / 'listops' /
+               (f'generated_seed{config.data_seed}_depth{limits.max_depth}_'
+                f'args{limits.max_args}_length{limits.min_length}-'
+                f'{limits.max_length}_sizes{"-".join(map(str, sizes))}'))
+  source = ('generated with the official LRA ListOps algorithm, seed '
+            f'{config.data_seed}')
+  if limits != listops_generator.OFFICIAL:
+    source += (f', not the official bounds: depth <= {limits.max_depth}, '
+               f'2-{limits.max_args} arguments, {limits.min_length} < length'
+               f' < {limits.max_length}')
+  if sizes != (96_000, 2_000, 2_000):
+    source += f', {sizes[0]:,} / {sizes[1]:,} / {sizes[2]:,} examples'
+  if not all((directory / name).exists() for name in SPLIT_FILES.values()):
+    print(f'Generating ListOps (seed {config.data_seed}) into {directory}')
+    listops_generator.generate_listops(
+        directory, seed=config.data_seed, num_train=sizes[0],
+        num_val=sizes[1], num_test=sizes[2], limits=limits,
+        # Worker processes take seconds to start: not worth it for a few.
+        workers=None if sum(sizes) > 20_000 else 1)
+  return directory, source
+
+
 def load(config) -> input_pipeline.TaskData:
   if config.data_dir:
     directory = _release_dir(config.data_dir)
     source = f'LRA release files {directory}'
   else:
-    directory = (input_pipeline.cache_dir() / 'listops'
-                 / f'generated_seed{config.data_seed}')
-    source = ('generated with the official LRA ListOps algorithm, seed '
-              f'{config.data_seed}')
-    if not all((directory / name).exists() for name in SPLIT_FILES.values()):
-      print(f'Generating ListOps (seed {config.data_seed}) into {directory}')
-      listops_generator.generate_listops(directory, seed=config.data_seed)
+    directory, source = _generate(config)
   splits = input_pipeline.tsv_splits('listops', directory, SPLIT_FILES,
                                       read_tsv, config)
   return input_pipeline.TaskData(source=source, **splits)

@@ -18,6 +18,7 @@ Lines end in a bare LF where the original's csv writer wrote CRLF.
 
 import collections
 import concurrent.futures
+import dataclasses
 import functools
 import itertools
 import multiprocessing
@@ -27,11 +28,7 @@ import random
 
 import tqdm
 
-MAX_DEPTH = 10
-MAX_ARGS = 10
 VALUE_P = 0.25  # A node is a leaf with probability 1 - VALUE_P.
-MIN_LENGTH = 500  # Kept lengths are strictly between these two.
-MAX_LENGTH = 2000
 OPERATORS = ('[MIN', '[MAX', '[MED', '[SM')
 END = ']'
 VALUES = range(10)
@@ -41,16 +38,43 @@ VALUES = range(10)
 DRAWS_PER_CHUNK = 2048
 
 
-def _draw_tree(rng, depth):
+@dataclasses.dataclass(frozen=True)
+class Limits:
+  """The generator's bounds; the defaults are the official LRA ones.
+
+  Trees are at most max_depth deep with 2 to max_args arguments per operator,
+  and kept when min_length < length < max_length tokens (brackets `(` `)`
+  not counted). Smaller limits give short, shallow expressions, e.g. for a
+  quick check that a model learns.
+  """
+  max_depth: int = 10
+  max_args: int = 10
+  min_length: int = 500
+  max_length: int = 2000
+
+  def __post_init__(self):
+    if self.max_depth < 1 or self.max_args < 2:
+      raise ValueError(f'max_depth must be >= 1 and max_args >= 2, got '
+                       f'{self.max_depth} and {self.max_args}')
+    if self.min_length < 0 or self.max_length < self.min_length + 2:
+      raise ValueError(f'need 0 <= min_length and min_length + 2 <= '
+                       f'max_length (lengths are kept strictly between '
+                       f'them), got {self.min_length} and {self.max_length}')
+
+
+OFFICIAL = Limits()
+
+
+def _draw_tree(rng, depth, limits):
   """Returns (tree, length in tokens): a digit, or (operator, children)."""
-  r = rng.random() if depth < MAX_DEPTH else 1
+  r = rng.random() if depth < limits.max_depth else 1
   if r > VALUE_P:
     return rng.choice(VALUES), 1
-  num_children = rng.randint(2, MAX_ARGS)
+  num_children = rng.randint(2, limits.max_args)
   children = []
   length = 2  # The operator token and the closing bracket.
   for _ in range(num_children):
-    child, child_length = _draw_tree(rng, depth + 1)
+    child, child_length = _draw_tree(rng, depth + 1, limits)
     children.append(child)
     length += child_length
   # Drawn after the children, as in the original, to keep its random stream.
@@ -99,31 +123,32 @@ def _value(tree):
   return (values[middle - 1] + values[middle]) // 2
 
 
-def _draw_chunk(seed, chunk):
+def _draw_chunk(seed, limits, chunk):
   """The accepted (source, target) pairs among this chunk's draws, in order."""
   rng = random.Random(f'{seed}:{chunk}')
   examples = []
   for _ in range(DRAWS_PER_CHUNK):
-    tree, length = _draw_tree(rng, 1)
+    tree, length = _draw_tree(rng, 1, limits)
     # Most draws are a single digit or a small tree: only render the kept ones.
-    if MIN_LENGTH < length < MAX_LENGTH:
+    if limits.min_length < length < limits.max_length:
       examples.append((render(tree), _value(tree)))
   return examples
 
 
-def _chunks_in_order(seed, executor, lookahead):
+def _chunks_in_order(seed, limits, executor, lookahead):
   """Yields the examples of chunk 0, 1, 2, ..., drawn `lookahead` ahead."""
+  draw = functools.partial(_draw_chunk, seed, limits)
   if executor is None:
-    yield from map(functools.partial(_draw_chunk, seed), itertools.count())
+    yield from map(draw, itertools.count())
     return
   pending = collections.deque(
-      executor.submit(_draw_chunk, seed, chunk) for chunk in range(lookahead))
+      executor.submit(draw, chunk) for chunk in range(lookahead))
   for chunk in itertools.count(lookahead):
     yield pending.popleft().result()
-    pending.append(executor.submit(_draw_chunk, seed, chunk))
+    pending.append(executor.submit(draw, chunk))
 
 
-def _unique_examples(seed, workers):
+def _unique_examples(seed, limits, workers):
   """Yields the distinct accepted examples in draw order, without end."""
   executor = None
   if workers > 1:
@@ -132,7 +157,8 @@ def _unique_examples(seed, workers):
         workers, mp_context=multiprocessing.get_context('spawn'))
   try:
     seen = set()
-    for examples in _chunks_in_order(seed, executor, lookahead=2 * workers):
+    for examples in _chunks_in_order(seed, limits, executor,
+                                     lookahead=2 * workers):
       for source, target in examples:
         if source not in seen:
           seen.add(source)
@@ -143,7 +169,8 @@ def _unique_examples(seed, workers):
 
 
 def generate_listops(out_dir, *, seed=0, num_train=96_000, num_val=2_000,
-                     num_test=2_000, workers=None, progress=True):
+                     num_test=2_000, limits=OFFICIAL, workers=None,
+                     progress=True):
   """Writes basic_{train,val,test}.tsv into out_dir and returns out_dir.
 
   The first num_train distinct accepted trees are the training split, the next
@@ -157,6 +184,9 @@ def generate_listops(out_dir, *, seed=0, num_train=96_000, num_val=2_000,
     num_train: training examples (official: 96,000).
     num_val: validation examples (official: 2,000).
     num_test: test examples (official: 2,000).
+    limits: depth, argument and length bounds (default: the official ones).
+      Bounds that admit too few distinct trees never finish: keep them
+      loose enough for the requested number of examples.
     workers: processes drawing trees; default os.cpu_count(). Above 1 they
       are spawned, so a calling script needs an `if __name__ == '__main__'`
       guard (and cannot be read from stdin).
@@ -173,7 +203,7 @@ def generate_listops(out_dir, *, seed=0, num_train=96_000, num_val=2_000,
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   temp_paths = {name: out_dir / f'.{name}.{os.getpid()}.tmp' for name in splits}
-  examples = _unique_examples(seed, workers)
+  examples = _unique_examples(seed, limits, workers)
   try:
     with tqdm.tqdm(total=sum(splits.values()), desc='ListOps',
                    unit=' examples', disable=not progress) as bar:

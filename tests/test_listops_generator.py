@@ -97,7 +97,7 @@ def pairs_to_string(pair):
 def test_render_matches_the_original_pair_printing():
   rng = random.Random('render')
   for _ in range(300):
-    tree, _ = listops_generator._draw_tree(rng, 1)
+    tree, _ = listops_generator._draw_tree(rng, 1, listops_generator.OFFICIAL)
     assert (listops_generator.render(tree)
             == pairs_to_string(nested_pairs(tree)))
 
@@ -150,3 +150,35 @@ def test_label_and_length_statistics(sample):
   assert all(counts[label] > 0 for label in range(10))
   mean_length = statistics.mean(len(tokenize(source)) for source, _ in sample)
   assert 950 < mean_length < 1170  # Official: about 1,060.
+
+
+def depth(source):
+  """Operators nested along the deepest path of a rendered expression."""
+  deepest = current = 0
+  for token in tokenize(source):
+    if token.startswith('['):
+      current += 1
+      deepest = max(deepest, current)
+    elif token == 'X':
+      current -= 1
+  return deepest
+
+
+def test_limits_bound_depth_arguments_and_length(tmp_path):
+  limits = listops_generator.Limits(max_depth=2, max_args=4, min_length=3,
+                                    max_length=9)
+  out = listops_generator.generate_listops(
+      tmp_path, seed=0, num_train=300, num_val=20, num_test=20,
+      limits=limits, workers=1, progress=False)
+  examples = [example for name in SPLIT_FILES
+              for example in read_split(out / name)]
+  assert len(examples) == 340
+  for source, target in examples:
+    assert target == evaluate(source)
+    assert 3 < len(tokenize(source)) < 9
+    assert depth(source) <= 1  # Depth 2 holds the operator's digits.
+    assert len(tokenize(source)) - 2 <= 4  # Arguments of the one operator.
+  with pytest.raises(ValueError, match='max_depth must be >= 1'):
+    listops_generator.Limits(max_depth=0)
+  with pytest.raises(ValueError, match='min_length \\+ 2 <= max_length'):
+    listops_generator.Limits(min_length=10, max_length=11)
