@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from baselines import bigbird
 from baselines import fnet
 from baselines import longformer
 from baselines import transformer
@@ -34,6 +35,7 @@ MIXERS = {
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
     'longformer': longformer.LongformerAttention,
+    'bigbird': bigbird.BigBirdAttention,
 }
 
 POOLINGS = ('mean', 'cls')

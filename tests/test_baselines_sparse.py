@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from baselines import bigbird
 from baselines import longformer
 from lra_ponet.errors import UserError
 
@@ -112,3 +113,82 @@ def test_longformer_refuses_more_global_tokens_than_length():
                                          global_tokens=20, rngs=nnx.Rngs(0))
   with pytest.raises(UserError, match='global_tokens'):
     mixer(*_batch(14))
+
+
+# BigBird ---------------------------------------------------------------------
+
+
+def _bigbird_pattern(num_blocks, table_HxNxR):
+  """HxNxN block pattern written out from the rules of the official code."""
+  heads = table_HxNxR.shape[0]
+  last = num_blocks - 1
+  pattern = np.zeros((heads, num_blocks, num_blocks), bool)
+  pattern[:, [0, last]] = True
+  for head in range(heads):
+    for row in range(1, last):
+      if row == 1:
+        window = [0, 1, 2, last]
+      elif row == last - 1:
+        window = [0, last - 2, last - 1, last]
+      else:
+        window = [0, row - 1, row, row + 1, last]
+      pattern[head, row, window] = True
+      pattern[head, row, table_HxNxR[head, row - 1]] = True
+  return pattern
+
+
+def _bigbird_reference(mixer, x_BxLxD, mask_BxL):
+  batch, length, _ = x_BxLxD.shape
+  block = mixer.block_size
+  num_blocks, table = mixer.table(length)
+  padded = num_blocks * block
+  x = np.zeros((batch, padded, DIM))
+  x[:, :length] = x_BxLxD
+  real_BxP = np.zeros((batch, padded), bool)
+  real_BxP[:, :length] = mask_BxL
+  blocks = _bigbird_pattern(num_blocks, table)
+  pattern_HxPxP = blocks.repeat(block, axis=1).repeat(block, axis=2)
+  allowed = pattern_HxPxP[None] & real_BxP[:, None, None, :]
+  out = _dense_attention(
+      _heads(x, _kernel(mixer.query)) * (DIM // HEADS) ** -0.5,
+      _heads(x, _kernel(mixer.key)), _heads(x, _kernel(mixer.value)), allowed)
+  out = _merge_heads(out)[:, :length] * mask_BxL[..., None]
+  return out @ _kernel(mixer.out)
+
+
+@pytest.mark.parametrize('block,num_rand,length,seed', [
+    (2, 1, 14, 0), (2, 2, 30, 1), (3, 1, 18, 2), (2, 0, 7, 0)])
+def test_bigbird_matches_dense_pattern(block, num_rand, length, seed):
+  mixer = bigbird.BigBirdAttention(DIM, HEADS, block_size=block,
+                                   num_rand_blocks=num_rand, seed=seed,
+                                   rngs=nnx.Rngs(0))
+  x_BxLxD, mask_BxL = _batch(length)
+  np.testing.assert_allclose(mixer(x_BxLxD, mask_BxL),
+                             _bigbird_reference(mixer, x_BxLxD, mask_BxL),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_bigbird_random_blocks_follow_the_official_rules():
+  num_blocks = bigbird.padded_blocks(2048, 64, 3)
+  assert num_blocks == 33  # 2,048 tokens plus one full block of padding.
+  table = bigbird.random_blocks(num_blocks, 64, 3, 2, 0)
+  assert table.shape == (2, 31, 3)
+  for row in range(1, num_blocks - 1):
+    chosen = table[:, row - 1]
+    assert ((chosen >= 1) & (chosen <= 15)).all()  # Within 1,024 tokens.
+    assert not np.isin(chosen, [row - 1, row, row + 1]).any()
+    assert all(len(set(heads)) == 3 for heads in chosen)
+  assert not np.array_equal(table[0], table[1])  # Drawn per head.
+  np.testing.assert_array_equal(table, bigbird.random_blocks(33, 64, 3, 2, 0))
+  assert not np.array_equal(table, bigbird.random_blocks(33, 64, 3, 2, 1))
+
+
+def test_bigbird_pads_short_inputs_until_the_table_exists():
+  assert bigbird.padded_blocks(64, 64, 3) == 8
+  assert bigbird.padded_blocks(14, 2, 1) == 8
+
+
+def test_bigbird_memory_is_linear():
+  mixer = bigbird.BigBirdAttention(DIM, HEADS, block_size=8,
+                                   num_rand_blocks=2, rngs=nnx.Rngs(0))
+  _assert_linear_memory(mixer, 512)
