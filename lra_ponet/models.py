@@ -26,6 +26,7 @@ from flax import nnx
 from baselines import bigbird
 from baselines import fnet
 from baselines import longformer
+from baselines import reformer
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -36,6 +37,7 @@ MIXERS = {
     'fnet': fnet.FNetMixer,
     'longformer': longformer.LongformerAttention,
     'bigbird': bigbird.BigBirdAttention,
+    'reformer': reformer.LSHSelfAttention,
 }
 
 POOLINGS = ('mean', 'cls')

@@ -8,6 +8,7 @@ from flax import nnx
 
 from baselines import bigbird
 from baselines import longformer
+from baselines import reformer
 from lra_ponet.errors import UserError
 
 DIM, HEADS = 8, 2
@@ -192,3 +193,109 @@ def test_bigbird_memory_is_linear():
   mixer = bigbird.BigBirdAttention(DIM, HEADS, block_size=8,
                                    num_rand_blocks=2, rngs=nnx.Rngs(0))
   _assert_linear_memory(mixer, 512)
+
+
+# Reformer --------------------------------------------------------------------
+
+
+def _lsh_buckets(qk_PxK, rotations_KxNxR, factors, real_P):
+  """NxP buckets, the pads in a bucket after all others."""
+  rotated = np.einsum('pk,knr->npr', qk_PxK, rotations_KxNxR)
+  buckets, start, scale = np.zeros(rotated.shape[:2], int), 0, 1
+  for factor in factors:
+    part = rotated[..., start:start + factor // 2]
+    buckets += scale * np.concatenate([part, -part], -1).argmax(-1)
+    start, scale = start + factor // 2, scale * factor
+  return np.where(real_P, buckets, np.prod(factors))
+
+
+def _lsh_head(qk_PxK, v_PxK, real_P, buckets_NxP, chunk):
+  """One head, per query, straight from the description."""
+  rounds, padded = buckets_NxP.shape
+  order = [i for n in range(rounds)
+           for i in sorted(range(padded), key=lambda i: (buckets_NxP[n, i], i))]
+  keys = qk_PxK / np.sqrt((qk_PxK ** 2).mean(-1, keepdims=True) + 1e-6)
+  keys /= np.sqrt(qk_PxK.shape[-1])
+  out = np.zeros((rounds, padded, v_PxK.shape[-1]))
+  lse = np.zeros((rounds, padded))
+  for entry, query in enumerate(order):
+    first = entry // chunk * chunk
+    neighbours = [order[(first - chunk + t) % len(order)]
+                  for t in range(chunk)] + order[first:first + chunk]
+    logits = np.array([qk_PxK[query] @ keys[key] for key in neighbours])
+    logits[~(real_P[query] & real_P[neighbours])] = -1e9
+    logits[np.array(neighbours) == query] = -1e5
+    top = logits.max()
+    lse[entry // padded, query] = top + np.log(np.exp(logits - top).sum())
+    probs = np.exp(logits - lse[entry // padded, query])
+    out[entry // padded, query] = probs @ v_PxK[neighbours]
+  weights = np.exp(lse - lse.max(0))
+  return (out * (weights / weights.sum(0))[..., None]).sum(0)
+
+
+def _reformer_reference(mixer, x_BxLxD, mask_BxL, rotations_HxKxNxR):
+  batch, length, _ = x_BxLxD.shape
+  padded = mixer.padded_length(length)
+  factors = reformer.bucket_factors(padded, mixer.chunk_length,
+                                    mixer.num_buckets)
+  x = np.zeros((batch, padded, DIM))
+  x[:, :length] = x_BxLxD
+  real_BxP = np.zeros((batch, padded), bool)
+  real_BxP[:, :length] = mask_BxL
+  qk = _heads(x, _kernel(mixer.query_key))
+  v = _heads(x, _kernel(mixer.value))
+  out = np.zeros_like(qk)
+  for b in range(batch):
+    for h in range(HEADS):
+      buckets = _lsh_buckets(qk[b, h], rotations_HxKxNxR[h], factors,
+                             real_BxP[b])
+      out[b, h] = _lsh_head(qk[b, h], v[b, h], real_BxP[b], buckets,
+                            mixer.chunk_length)
+  bias = np.asarray(mixer.out.bias[...], np.float64)
+  return _merge_heads(out)[:, :length] @ _kernel(mixer.out) + bias
+
+
+@pytest.mark.parametrize('length,chunk,hashes,buckets', [
+    (14, 4, 2, 0), (32, 2, 1, 0), (9, 16, 2, 0), (14, 4, 3, 4)])
+def test_reformer_matches_per_query_reference(length, chunk, hashes,
+                                              buckets):
+  mixer = reformer.LSHSelfAttention(DIM, HEADS, chunk_length=chunk,
+                                    num_hashes=hashes, num_buckets=buckets,
+                                    rngs=nnx.Rngs(0))
+  x_BxLxD, mask_BxL = _batch(length)
+  rotations = np.random.default_rng(3).normal(
+      size=mixer.rotations_shape(DIM, length)).astype(np.float32)
+  got = mixer(x_BxLxD, mask_BxL, rotations)
+  expected = _reformer_reference(mixer, x_BxLxD, mask_BxL, rotations)
+  # Padding rows attend to themselves at -1e5, where float32 keeps only
+  # about 3 digits of the log-sum-exp; no real position reads them.
+  real_BxL = mask_BxL[..., None]
+  np.testing.assert_allclose(np.where(real_BxL, got, 0),
+                             np.where(real_BxL, expected, 0),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_reformer_bucket_counts_follow_the_automatic_rule():
+  assert [reformer.bucket_factors(n, 64) for n in (1024, 2048, 4096, 8192)
+          ] == [(32,), (64,), (128,), (16, 16)]
+  assert reformer.bucket_factors(4096, 64, num_buckets=10) == (10,)
+
+
+def test_reformer_draws_rotations_from_the_mixer_stream():
+  x_BxLxD, mask_BxL = _batch(14)
+  first = reformer.LSHSelfAttention(DIM, HEADS, chunk_length=4,
+                                    rngs=nnx.Rngs(0, mixer=1))
+  again = reformer.LSHSelfAttention(DIM, HEADS, chunk_length=4,
+                                    rngs=nnx.Rngs(0, mixer=1))
+  other = reformer.LSHSelfAttention(DIM, HEADS, chunk_length=4,
+                                    rngs=nnx.Rngs(0, mixer=2))
+  call_1 = np.asarray(first(x_BxLxD, mask_BxL))
+  np.testing.assert_array_equal(call_1, again(x_BxLxD, mask_BxL))
+  assert not np.allclose(call_1, other(x_BxLxD, mask_BxL))
+  assert not np.allclose(call_1, first(x_BxLxD, mask_BxL))  # Fresh draws.
+
+
+def test_reformer_memory_is_linear():
+  mixer = reformer.LSHSelfAttention(DIM, HEADS, chunk_length=8,
+                                    rngs=nnx.Rngs(0))
+  _assert_linear_memory(mixer, 256)
