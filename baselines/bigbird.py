@@ -28,17 +28,17 @@ and memory linear in the length (keys and values are gathered per block):
   `sparse_dot_product_attention` takes no dropout rate).
 
 Hyperparameters (`config.model.bigbird`):
-* `block_size` = 64: `_DEFAULT_BLOCK_SIZE`, `bigbird.py` L20, used by every
-  LRA task.
+* `block_size` = 64: `_DEFAULT_BLOCK_SIZE`, `bigbird.py` L20; the LRA
+  image and Pathfinder configs set 64 too.
 * `num_rand_blocks` = 3: `BigBirdAttention` default (L415).
 
 Differences from the official code, both outside what it can run: the
 official pads the padding mask with -1e9 instead of 0 (L487), which turns
 the products of two such entries into large positive biases on the cropped
 rows; here the mask is padded with 0. Sequences too short for the random
-table (the official fails when a row has fewer than `num_rand_blocks`
-candidate blocks, i.e. below 5 + num_rand_blocks blocks) are padded with
-further masked blocks until the table exists.
+table (where a row has fewer than `num_rand_blocks` candidate blocks, about
+5 + num_rand_blocks blocks in all, the official code cannot build it) are
+padded with further masked blocks until the table exists.
 """
 
 import functools

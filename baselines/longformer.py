@@ -14,7 +14,7 @@ memory linear in the length instead of that code's dense L x L mask:
 * Padding keys are masked at -1e10 (L96-128).
 * Projections without bias, Xavier-uniform kernels, attention dropout
   `model.attention_dropout` (not broadcast over the batch), as
-  `longformer.py` L29-L91 builds it.
+  `longformer.py` L63-78 builds it.
 
 The sequence is cut into blocks of b = w//2 queries; each block attends to
 the keys of itself and of its neighbouring blocks (one on each side for even
@@ -22,7 +22,7 @@ w), masked down to the exact window, so memory is O(L * 3b) per head.
 
 Hyperparameters (`config.model.longformer`):
 * `window_size` = 512: `sliding_window_size` default of `longformer.py` L29
-  and `longformer_attention.py`, used by every LRA task.
+  and `longformer_attention.py` L153; no LRA task config changes it.
 * `global_tokens` = 0: `global_mask=None` in every LRA run, so no position is
   global. With `model.pooling='cls'` set it to 1 to make the CLS token global.
 
@@ -45,7 +45,7 @@ _MASKED = -1e10  # The official bias for masked keys (L128).
 
 
 def window_sides(window_size):
-  """(keys to the left including self, keys to the right), as L59-60."""
+  """(keys to the left including self, keys to the right), as L60-61."""
   right = window_size // 2
   return window_size - right, right
 
