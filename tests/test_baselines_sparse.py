@@ -180,6 +180,11 @@ def test_bigbird_random_blocks_follow_the_official_rules():
     assert not np.isin(chosen, [row - 1, row, row + 1]).any()
     assert all(len(set(heads)) == 3 for heads in chosen)
   assert not np.array_equal(table[0], table[1])  # Drawn per head.
+  # Golden values from the official `get_block_rand_mask` after
+  # `onp.random.seed(0)`, one call per head.
+  np.testing.assert_array_equal(table[0, :3], [[9, 14, 7], [9, 6, 7],
+                                               [10, 5, 14]])
+  np.testing.assert_array_equal(table[1, -2:], [[2, 6, 9], [9, 4, 11]])
   np.testing.assert_array_equal(table, bigbird.random_blocks(33, 64, 3, 2, 0))
   assert not np.array_equal(table, bigbird.random_blocks(33, 64, 3, 2, 1))
 
