@@ -23,11 +23,14 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from baselines import bigbird
 from baselines import bpt
 from baselines import dman
 from baselines import fnet
+from baselines import longformer
 from baselines import lsra
 from baselines import poolingformer
+from baselines import reformer
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -40,6 +43,9 @@ MIXERS = {
     'lsra': lsra.LongShortRangeAttention,
     'poolingformer': poolingformer.Poolingformer,
     'bpt': bpt.BinaryPartitionAttention,
+    'longformer': longformer.LongformerAttention,
+    'bigbird': bigbird.BigBirdAttention,
+    'reformer': reformer.LSHSelfAttention,
 }
 
 POOLINGS = ('mean', 'cls')

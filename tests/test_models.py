@@ -36,9 +36,8 @@ MASKING_MIXERS = [name for name, cls in models.MIXERS.items()
 
 def test_registry_names_the_three_mixers():
   assert set(models.MIXERS) >= {'ponet', 'transformer', 'fnet'}
-  originals = ('ponet', 'transformer', 'fnet')
-  assert [name for name in MASKING_MIXERS
-          if name in originals] == ['ponet', 'transformer']
+  assert {'ponet', 'transformer'} <= set(MASKING_MIXERS)
+  assert 'fnet' not in MASKING_MIXERS
   with pytest.raises(UserError, match='choose one of .*fnet, .*ponet'):
     models.mixer_class('mamba')
 
@@ -55,8 +54,9 @@ def test_padding_content_never_changes_logits(name, pooling, mean_over):
   tokens_BxL, mask_BxL = _tokens_and_mask()
   other_BxL = np.where(mask_BxL, tokens_BxL,
                        np.random.default_rng(7).integers(1, 32, (3, 14)))
+  twin = nnx.clone(model)  # The same random draws (e.g. hashing) in both.
   np.testing.assert_allclose(model(other_BxL, mask_BxL),
-                             model(tokens_BxL, mask_BxL), rtol=1e-5,
+                             twin(tokens_BxL, mask_BxL), rtol=1e-5,
                              atol=1e-5)
 
 
