@@ -10,9 +10,12 @@ Data, by `config.data_dir`:
   images at `resolution`, seed `data_seed`), cached under the suite's cache.
   They follow the release's recipe but are not its images: results say so.
 
-Splits, by `config.split_order`: 'metadata' (LRA) takes 80/10/10 of the
+Splits, by `config.split_order`: 'metadata_order' takes 80/10/10 of the
 listed images in metadata order (files by number k, lines in file order) and
-then drops the empty ones; 'random42' drops the empty images and splits the
+then drops the empty ones. That is not LRA's split: LRA took `[:80%]`,
+`[80%:90%]` and `[90%:]` of its tensorflow-datasets build, whose order
+tensorflow-datasets shuffles by example key, and the official PoNet code
+shuffled too; neither order is reproduced here. 'random42' drops the empty images and splits the
 rest 80/10/10 by numpy's `default_rng(42).permutation`, like the random
 seed-42 split of the state-space-model papers (whose permutation came from
 PyTorch, so the examples differ).
@@ -35,7 +38,8 @@ from tasks import pathfinder_generator
 
 SPLIT_DIR = 'curv_contour_length_14'  # The "hard" split LRA uses.
 # config.split_order -> how results describe it.
-SPLIT_ORDERS = {'metadata': '80/10/10 split in listed order (LRA)',
+SPLIT_ORDERS = {'metadata_order': ('80/10/10 split in metadata listing order '
+                                   "(not LRA's split)"),
                 'random42': '80/10/10 random split (numpy, seed 42)'}
 RANDOM_SPLIT_SEED = 42
 
@@ -114,7 +118,7 @@ def split_indices(positions_N: np.ndarray, num_listed: int,
 
   split_order is one of SPLIT_ORDERS.
   """
-  if split_order == 'metadata':
+  if split_order == 'metadata_order':
     starts = np.searchsorted(positions_N,
                              [num_listed * 8 // 10, num_listed * 9 // 10])
     return {'train': slice(0, starts[0]),
