@@ -17,6 +17,8 @@ the mask (the mean over the padded length is already the default,
 (`mask_zero_tokens`, `mean_over`). The same holds for Pathfinder and Path-X.
 """
 
+import sys
+
 import numpy as np
 
 from lra_ponet import input_pipeline
@@ -30,6 +32,8 @@ RGB_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
 INFO = input_pipeline.TaskInfo(name='image', num_classes=10, vocab_size=256,
                                zero_is_padding=False)
+# Cache key of the gray pixel arrays: the code that makes them.
+RECIPE = input_pipeline.code_hash(sys.modules[__name__], input_pipeline)
 
 
 def grayscale(images_NxHxWx3: np.ndarray) -> np.ndarray:
@@ -77,7 +81,7 @@ def load(config) -> input_pipeline.TaskData:
            f'{config.max_len}:{config.padded_len}')
     arrays = input_pipeline.cached_arrays(
         'image', key, lambda source=source: _tokenize(
-            source, config.max_len, config.padded_len))
+            source, config.max_len, config.padded_len), recipe=RECIPE)
     splits[split] = input_pipeline.Split(**arrays)
   return input_pipeline.TaskData(source=tfds_reader.describe(builder),
                                  **splits)
