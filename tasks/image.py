@@ -10,9 +10,10 @@ train = `train[:90%]` (45,000), validation = `train[90%:]` (5,000), test =
 (vocabulary 256): no normalisation, no augmentation.
 
 Pixel value 0 (black) is a real token here. The official PoNet code masked
-every black pixel as padding (its mask is `token != 0`) and divided the mean
-pooling by the padded length; `--config.official_pixel_quirks=True` restores
-the mask (the mean over the padded length is already the default,
+every black pixel as padding (its mask is `token != 0`, as the official LRA
+code's `inputs > 0`) and divided the mean pooling by the padded length;
+`--config.official_pixel_quirks=True` restores the mask (the `lra` preset
+sets it) (the mean over the padded length is already the default,
 `model.mean_over='padded_length'`). results.json records both
 (`mask_zero_tokens`, `mean_over`). The same holds for Pathfinder and Path-X.
 """
