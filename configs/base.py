@@ -67,9 +67,11 @@ def lra_model(*, num_layers, dim, num_heads, mlp_dim, segment_num, pooling,
   """The official LRA Transformer's model fields (lra_benchmarks @cd31e5c).
 
   Sinusoidal positions unless the task's config learns them, token
-  embeddings N(0, 1), flax's LayerNorm epsilon, Xavier-uniform Linear
-  kernels with N(0, 1e-6) biases and no biases in the attention, the tanh
-  GELU of jax.nn.gelu, and the Dense(mlp_dim) classifier heads.
+  embeddings N(0, 1), a zero CLS vector, flax's LayerNorm epsilon (1e-6),
+  Xavier-uniform kernels with N(0, 1e-6) biases in the encoder and no
+  biases in the attention, the tanh GELU of jax.nn.gelu, the Dense(mlp_dim)
+  classifier heads with flax's default initialisation, and `[u, v]` pair
+  features.
   """
   model = model_config(num_layers=num_layers, dim=dim, num_heads=num_heads,
                        mlp_dim=mlp_dim, segment_num=segment_num,
