@@ -47,10 +47,9 @@ MIXERS = {
 # pooling (it prepends nothing).
 POOLINGS = ('mean', 'cls', 'first')
 # 'padded_length' divides the sum by L with padding rows zeroed, as the
-# official PoNet and LRA code do; 'real_tokens' by the number of real tokens.
+# official PoNet code does (LRA's also divides by L, but keeps the outputs at
+# padding rows); 'real_tokens' by the number of real tokens.
 MEAN_OVER = ('padded_length', 'real_tokens')
-
-
 # 'pytorch': weights and biases uniform in +-1/sqrt(fan_in), PyTorch's
 # nn.Linear default (the official PoNet code). 'lra': the official LRA
 # Transformer's, Xavier-uniform kernels and N(0, 1e-6) biases in the encoder,
@@ -146,16 +145,16 @@ def reinit_linears(module, scheme: str, rngs: nnx.Rngs):
       continue
     kernel_key, bias_key = jax.random.split(rngs.params())
     shape = layer.kernel.shape
+    bias_shape = (shape[1],)
     if scheme == 'pytorch':
-      layer.kernel[...] = _pytorch_uniform(kernel_key, shape, shape[0])
+      kernel = _pytorch_uniform(kernel_key, shape, fan_in=shape[0])
+      bias = _pytorch_uniform(bias_key, bias_shape, fan_in=shape[0])
     else:
-      layer.kernel[...] = nnx.initializers.xavier_uniform()(kernel_key, shape)
+      kernel = nnx.initializers.xavier_uniform()(kernel_key, shape)
+      bias = 1e-6 * jax.random.normal(bias_key, bias_shape)
+    layer.kernel[...] = kernel.astype(layer.kernel.dtype)
     if layer.bias is not None:
-      if scheme == 'pytorch':
-        layer.bias[...] = _pytorch_uniform(bias_key, layer.bias.shape,
-                                           shape[0])
-      else:
-        layer.bias[...] = 1e-6 * jax.random.normal(bias_key, layer.bias.shape)
+      layer.bias[...] = bias.astype(layer.bias.dtype)
 
 
 def sinusoidal_table(length: int, dim: int) -> np.ndarray:
