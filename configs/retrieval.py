@@ -9,7 +9,8 @@ Commands:
 Data: the LRA release files `tsv_data/new_aan_pairs.{train,eval,test}.tsv`
 (`python -m lra_ponet.data prepare --task=retrieval` says where to get
 them). Each document: first 10,000 bytes, then 4,000 byte tokens padded to
-4,096; one shared encoder, classifier on `[u, v, u*v, u-v]`.
+4,096; one shared encoder, classifier on `[u, v, u*v, u-v]` (Linear(4D ->
+2D), ReLU, Linear(2D -> 2)).
 
 Expected test accuracy of the `ponet` preset (published, PoNet paper
 Table 1, 30,000 steps): PoNet 80.35, Transformer 79.35, FNet 76.94. Batch

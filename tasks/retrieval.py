@@ -6,7 +6,8 @@ No header; tab-separated columns label, id1, id2, text1, text2, the label
 possibly written as a float (`1.0`). Each document keeps its first 10,000
 bytes, as in LRA, and then becomes byte ids (+1, 0 is padding) truncated to
 `max_len`. One shared encoder reads both documents; the classifier sees
-`[u, v, u*v, u-v]` (models.PairClassifier), so inputs are Nx2xL.
+`[u, v, u*v, u-v]` or, in the `lra` preset, `[u, v]` (model.pair_features,
+models.PairClassifier), so inputs are Nx2xL.
 """
 
 import pathlib
