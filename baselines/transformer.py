@@ -22,10 +22,12 @@ class SelfAttention(nnx.Module):
 
   q, k and v are `qkv_dim` wide (`dim` by default; LRA sets it apart for
   Image and Pathfinder), split into `num_heads` heads of `qkv_dim //
-  num_heads`; `out` maps them back to `dim`. Padding keys are excluded from every softmax. The cudnn path passes the
-  padding as per-example key lengths, so it assumes the real tokens come
-  first (true of every LRA task, whose padding is at the end), and it applies
-  no attention dropout (the fused kernel of jax has none).
+  num_heads`; `out` maps them back to `dim`. Padding keys are excluded from
+  every softmax. The cudnn path passes the padding as per-example key
+  lengths, so it assumes the real tokens come first (padding at the end, as
+  in every LRA task; models.validate_config refuses it where black pixels
+  are masked anywhere), and it applies no attention dropout (the fused
+  kernel of jax has none).
   """
 
   masks_padding = True
