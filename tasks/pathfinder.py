@@ -16,9 +16,10 @@ then drops the empty ones. That is not LRA's split: LRA took `[:80%]`,
 `[80%:90%]` and `[90%:]` of its tensorflow-datasets build, whose order
 tensorflow-datasets shuffles by example key, and the official PoNet code
 shuffled too; neither order is reproduced here. 'random42' drops the
-empty images and splits the rest 80/10/10 by numpy's `default_rng(42).permutation`, like the random
-seed-42 split of the state-space-model papers (whose permutation came from
-PyTorch, so the examples differ).
+empty images and splits the rest 80/10/10 by numpy's
+`default_rng(42).permutation`, like the random seed-42 split of the
+state-space-model papers (whose permutation came from PyTorch, so the
+examples differ).
 
 Tokens are the pixel values row by row (vocabulary 256); pixel 0 is a real
 token unless `official_pixel_quirks` is set (see tasks/image.py).
