@@ -20,43 +20,54 @@ IMPLEMENTATIONS = ('xla', 'cudnn')
 class SelfAttention(nnx.Module):
   """`mixer(x_BxLxD, mask_BxL) -> BxLxD` with q, k, v and out projections.
 
-  Padding keys are excluded from every softmax. The cudnn path passes the
-  padding as per-example key lengths, so it assumes the real tokens come
-  first (true of every LRA task, whose padding is at the end), and it applies
-  no attention dropout (the fused kernel of jax has none).
+  q, k and v are `qkv_dim` wide (`dim` by default; LRA sets it apart for
+  Image and Pathfinder), split into `num_heads` heads of `qkv_dim //
+  num_heads`; `out` maps them back to `dim`. Padding keys are excluded from
+  every softmax. The cudnn path passes the padding as per-example key
+  lengths, so it assumes the real tokens come first (padding at the end, as
+  in every LRA task; models.validate_config refuses it where black pixels
+  are masked anywhere), and it applies no attention dropout (the fused
+  kernel of jax has none).
   """
 
   masks_padding = True
 
   def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs,
+               qkv_dim: int | None = None, use_bias: bool = True,
                attention_dropout: float = 0.1, implementation: str = 'xla',
                dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
+    qkv_dim = qkv_dim or dim
+    if qkv_dim % num_heads:
+      raise UserError(f'the attention width {qkv_dim} (model.qkv_dim) is not '
+                      f'divisible by model.num_heads {num_heads}')
     _check_implementation(implementation, jnp.dtype(dtype))
     self.num_heads = num_heads
     self.implementation = implementation
 
-    def linear():
-      return nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+    def linear(size_in, size_out):
+      return nnx.Linear(size_in, size_out, use_bias=use_bias, dtype=dtype,
+                        rngs=rngs)
 
-    self.query = linear()
-    self.key = linear()
-    self.value = linear()
-    self.out = linear()
+    self.query = linear(dim, qkv_dim)
+    self.key = linear(dim, qkv_dim)
+    self.value = linear(dim, qkv_dim)
+    self.out = linear(qkv_dim, dim)
     self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
 
   @classmethod
   def from_config(cls, model_config, *, rngs, layer_index=0):
     del layer_index  # Every layer is the same.
     return cls(model_config.dim, model_config.num_heads, rngs=rngs,
+               qkv_dim=model_config.qkv_dim,
+               use_bias=model_config.attention_bias,
                attention_dropout=model_config.attention_dropout,
                implementation=model_config.attention,
                dtype=jnp.dtype(model_config.dtype))
 
   def __call__(self, x_BxLxD, mask_BxL):
-    batch, length, dim = x_BxLxD.shape
-    split = (batch, length, self.num_heads, dim // self.num_heads)
+    batch, length, _ = x_BxLxD.shape
+    qkv_dim = self.query.kernel.shape[1]
+    split = (batch, length, self.num_heads, qkv_dim // self.num_heads)
     query_BxLxHxK = self.query(x_BxLxD).reshape(split)
     key_BxLxHxK = self.key(x_BxLxD).reshape(split)
     value_BxLxHxK = self.value(x_BxLxD).reshape(split)
@@ -75,7 +86,7 @@ class SelfAttention(nnx.Module):
           jax.nn.softmax(logits_BxHxLxL, axis=-1))
       mixed_BxLxHxK = jnp.einsum('bhqv,bvhk->bqhk', probs_BxHxLxL,
                                  value_BxLxHxK)
-    return self.out(mixed_BxLxHxK.reshape(batch, length, dim))
+    return self.out(mixed_BxLxHxK.reshape(batch, length, qkv_dim))
 
 
 def _check_implementation(implementation, dtype):

@@ -2,8 +2,24 @@
 
 `ponet` is the PoNet paper's LRA setting (Tan et al. 2022, Sec. 4.2 and the
 official lxchtan/PoNet LRA code): 2 layers, dim 64, 2 heads, FFN 128, mean
-pooling, AdamW 1e-4 with a one-cycle schedule. `lra` is the original Long Range
-Arena Transformer setting of each task (Tay et al. 2021).
+pooling, AdamW 1e-4 with a one-cycle schedule, PyTorch's LayerNorm epsilon
+(1e-5) and Linear initialisation (weights and biases uniform in
++-1/sqrt(fan_in)), embeddings N(0, 0.02).
+
+`lra` is the Transformer config of each task in the official LRA code
+(google-research/long-range-arena @cd31e5c, `lra_benchmarks/*/configs/
+transformer_base.py`): its sizes, batch, steps, schedule, dropout, position
+embeddings, initialisers, classifier heads and black-pixel mask (see
+`lra_model`). Differences that remain on every task:
+- Test accuracy is that of the best-validation parameters; LRA's code tests
+  the parameters of its last checkpoint.
+- Data order: seeded permutations per epoch; LRA's tf.data shuffled unseeded
+  (a 256-element buffer after batching for Image and Pathfinder).
+- Token ids: the suite's vocabularies (sorted ListOps tokens, bytes + 1,
+  pixels) where LRA's encoders numbered tokens their own way; with N(0, 1)
+  embeddings only the labelling of rows differs.
+- Random draws of initialisation and dropout differ (another RNG).
+Each task config lists its own remaining differences.
 """
 
 import ml_collections
@@ -15,7 +31,8 @@ PRESETS = ('ponet', 'lra')
 
 def model_config(*, num_layers, dim, num_heads, mlp_dim, segment_num,
                  pooling):
-  return ml_collections.ConfigDict(dict(
+  """The model fields; their defaults are the official PoNet code's."""
+  model = ml_collections.ConfigDict(dict(
       name='ponet',  # Set from --model.
       num_layers=num_layers,
       dim=dim,
@@ -24,12 +41,49 @@ def model_config(*, num_layers, dim, num_heads, mlp_dim, segment_num,
       dropout=0.1,
       attention_dropout=0.1,  # Transformer only.
       attention='xla',  # Transformer only: 'xla' or 'cudnn'.
+      attention_bias=True,  # Transformer only: biases of q, k, v, out.
       segment_num=segment_num,  # PoNet only.
       local_window=3,  # PoNet only.
-      pooling=pooling,  # 'mean' or 'cls'.
+      pooling=pooling,  # 'mean', 'cls' or 'first' (models.POOLINGS).
       mean_over='padded_length',  # Or 'real_tokens'.
       dtype='float32',  # Compute dtype; parameters stay float32.
+      # PyTorch's LayerNorm epsilon (flax's default is 1e-6).
+      layer_norm_epsilon=1e-5,
+      linear_init='pytorch',  # models.LINEAR_INITS.
+      embedding_init_std=0.02,  # Token embedding N(0, std).
+      position_embedding='learned',  # Or 'sinusoidal'.
+      gelu_approximate=False,  # The MLP's GELU: exact, or the tanh form.
+      head='ponet',  # models.HEADS.
+      pair_features='nli',  # Paired tasks: [u, v, u*v, u-v]; or 'concat'.
   ))
+  # Transformer only: width of q, k and v; follows dim unless set.
+  model.qkv_dim = model.get_ref('dim').identity()
+  return model
+
+
+def lra_model(*, num_layers, dim, num_heads, mlp_dim, segment_num, pooling,
+              position_embedding='sinusoidal', qkv_dim=None, dropout=0.1,
+              attention_dropout=0.1):
+  """The official LRA Transformer's model fields (lra_benchmarks @cd31e5c).
+
+  Sinusoidal positions unless the task's config learns them, token
+  embeddings N(0, 1), a zero CLS vector, flax's LayerNorm epsilon (1e-6),
+  Xavier-uniform kernels with N(0, 1e-6) biases in the encoder and no
+  biases in the attention, the tanh GELU of jax.nn.gelu, the Dense(mlp_dim)
+  classifier heads with flax's default initialisation, and `[u, v]` pair
+  features.
+  """
+  model = model_config(num_layers=num_layers, dim=dim, num_heads=num_heads,
+                       mlp_dim=mlp_dim, segment_num=segment_num,
+                       pooling=pooling)
+  model.update(dict(
+      dropout=dropout, attention_dropout=attention_dropout,
+      attention_bias=False, layer_norm_epsilon=1e-6, linear_init='lra',
+      embedding_init_std=1.0, position_embedding=position_embedding,
+      gelu_approximate=True, head='lra', pair_features='concat'))
+  if qkv_dim is not None:
+    model.qkv_dim = qkv_dim
+  return model
 
 
 def task_config(*, task, preset, max_len, padded_len, batch_size,

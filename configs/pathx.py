@@ -23,8 +23,13 @@ switch `official_pixel_quirks` are Pathfinder's (configs/pathfinder.py).
 
 Expected test accuracy: no PoNet number is published. The LRA paper reports
 every model of its time at chance (FAIL), the original Transformer included
-(`lra` preset); later state-space models reach 96-99 (published: S4 96.35,
-S5 98.58, Mega 97.98).
+(`lra` preset: LRA's `image/configs/pathfinder128/transformer_base.py`, 1
+layer, dim 32, 2 heads, qkv_dim 16, MLP 32, mean pooling, learned positions
+as its `learn_pos_emb=True`, dropout 0.1, batch 64, 500,000 steps, lr 1e-3
+with warm-up 2,500 then cosine, gradient clipping 1.0, black pixels masked
+as its mask `inputs > 0` does; it differs as the Pathfinder `lra` preset
+does, configs/pathfinder.py); later state-space models reach 96-99
+(published: S4 96.35, S5 98.58, Mega 97.98).
 """
 
 from configs import base
@@ -39,12 +44,13 @@ def get_config(preset='ponet'):
         task='pathx', preset=preset, max_len=16384, padded_len=16384,
         batch_size=64, train_steps=500000, warmup_steps=2500,
         eval_every=2500,
-        model=base.model_config(num_layers=1, dim=32, num_heads=2,
-                                mlp_dim=32, segment_num=SEGMENT_NUM,
-                                pooling='mean'))
+        model=base.lra_model(num_layers=1, dim=32, num_heads=2, mlp_dim=32,
+                             segment_num=SEGMENT_NUM, pooling='mean',
+                             position_embedding='learned', qkv_dim=16))
     config.schedule = 'cosine'
     config.learning_rate = 1e-3
     config.weight_decay = 0.0
+    config.official_pixel_quirks = True
     config.grad_clip_norm = 1.0  # LRA's released Path-X config clips.
   else:
     config = base.task_config(

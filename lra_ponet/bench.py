@@ -179,6 +179,8 @@ def cell_config(cell):
   config.model.dtype = cell['dtype']
   config.max_len = config.padded_len = cell['length']
   config.batch_size = cell['batch_size']
+  # The cells feed no padding (ids from 1, a full mask), whatever the preset.
+  config.official_pixel_quirks = False
   return config
 
 

@@ -67,14 +67,28 @@ def pack(sequences, max_len: int, padded_len: int, dtype) -> np.ndarray:
   return packed_NxL
 
 
-def cached_arrays(kind: str, key: str, build):
+def code_hash(*modules) -> str:
+  """A short hash of the modules' source: the recipe part of cache keys.
+
+  Any change to the code that produces cached data, the tokeniser or the
+  grayscale conversion included, changes the hash, so stale data is never
+  reused (at worst an unrelated edit of those files rebuilds a cache).
+  """
+  digest = hashlib.sha256()
+  for module in modules:
+    digest.update(pathlib.Path(module.__file__).read_bytes())
+  return digest.hexdigest()[:16]
+
+
+def cached_arrays(kind: str, key: str, build, *, recipe: str):
   """Returns build()'s dict of arrays, stored under the cache after one call.
 
   `key` must identify everything the arrays depend on (source file, its size
-  and modification time, lengths). The file is written under a temporary name
+  and modification time, lengths) and `recipe` the code that builds them
+  (`code_hash` of its modules). The file is written under a temporary name
   and renamed, so an interrupted run never leaves a truncated cache.
   """
-  digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+  digest = hashlib.sha256(f'{recipe}:{key}'.encode()).hexdigest()[:20]
   path = cache_dir() / kind / f'{digest}.npz'
   if path.exists():
     with np.load(path) as stored:
@@ -93,12 +107,30 @@ def file_key(path) -> str:
   return f'{os.path.realpath(path)}:{stat.st_size}:{stat.st_mtime_ns}'
 
 
+def text_lines(path, expected: str):
+  """Yields (line number, line without its newline) of a UTF-8 text file.
+
+  A line that is not UTF-8 is a UserError naming the file, the line, the
+  byte and `expected` (what the file should hold), not a decode traceback.
+  """
+  with open(path, 'rb') as lines:
+    for line_number, raw in enumerate(lines, start=1):
+      try:
+        yield line_number, raw.decode('utf-8').rstrip('\r\n')
+      except UnicodeDecodeError as error:
+        raise UserError(
+            f'{path}:{line_number}: byte 0x{raw[error.start]:02x} at column '
+            f'{error.start + 1} is not UTF-8 text; expected {expected}'
+        ) from None
+
+
 def tsv_splits(task: str, directory, split_files: dict, read_tsv,
-               config) -> dict:
+               config, *, recipe: str) -> dict:
   """Reads every split's TSV file through the array cache.
 
   `read_tsv(path, max_len, padded_len)` returns the task's arrays dataclass;
-  a missing file is named in the error.
+  `recipe` identifies its code (see cached_arrays); a missing file is named
+  in the error.
   """
   splits = {}
   for split, name in split_files.items():
@@ -107,7 +139,7 @@ def tsv_splits(task: str, directory, split_files: dict, read_tsv,
       raise UserError(f'{task} data not found: expected {path}')
     key = f'{file_key(path)}:{config.max_len}:{config.padded_len}'
     arrays = cached_arrays(task, key, lambda path=path: vars(
-        read_tsv(path, config.max_len, config.padded_len)))
+        read_tsv(path, config.max_len, config.padded_len)), recipe=recipe)
     splits[split] = Split(**arrays)
   return splits
 

@@ -1,6 +1,6 @@
 """The shared encoder, its classifier heads and the registry of token mixers.
 
-Every model of the suite is the same pre-LN encoder (token + learned position
+Every model of the suite is the same pre-LN encoder (token + position
 embeddings, blocks of mixer then MLP, final LayerNorm, pooling) around a token
 mixer chosen by name. A mixer is an `nnx.Module` called as
 `mixer(x_BxLxD, mask_BxL) -> BxLxD` (mask True at real tokens), built by a
@@ -16,11 +16,19 @@ when that mixer is chosen, so `--config.model.<name>.FIELD=...` overrides
 them. A mixer that draws random numbers (hashing, random features) takes its
 keys from the `mixer` stream of `rngs` (`rngs["mixer"].fork()`), which the
 trainer seeds from `config.seed`.
+
+Initialisation follows `model.linear_init` for every `nnx.Linear` of the
+model, those inside mixers included, so a mixer needs no initialiser
+arguments: `build_model` draws each Linear's kernel and bias afresh from the
+`params` stream (see `LINEAR_INITS`).
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from baselines import bigbird
@@ -48,10 +56,30 @@ MIXERS = {
     'reformer': reformer.LSHSelfAttention,
 }
 
-POOLINGS = ('mean', 'cls')
+# 'cls' reads a learned vector prepended to the sequence; 'first' reads the
+# output at the first token, which is what LRA's dual encoder calls CLS
+# pooling (it prepends nothing).
+POOLINGS = ('mean', 'cls', 'first')
 # 'padded_length' divides the sum by L with padding rows zeroed, as the
-# official PoNet and LRA code do; 'real_tokens' by the number of real tokens.
+# official PoNet code does (LRA's also divides by L, but keeps the outputs at
+# padding rows); 'real_tokens' by the number of real tokens.
 MEAN_OVER = ('padded_length', 'real_tokens')
+# 'pytorch': weights and biases uniform in +-1/sqrt(fan_in), PyTorch's
+# nn.Linear default (the official PoNet code). 'lra': the official LRA
+# Transformer's, Xavier-uniform kernels and N(0, 1e-6) biases in the encoder,
+# flax's default (LeCun-normal kernels, zero biases) in the classifier head.
+# 'flax': flax's default everywhere.
+LINEAR_INITS = ('pytorch', 'lra', 'flax')
+# 'learned': N(0, 0.02), trained; 'sinusoidal': the fixed sin/cos table of
+# LRA's `learn_pos_emb=False`.
+POSITION_EMBEDDINGS = ('learned', 'sinusoidal')
+# 'ponet': Linear(F -> 2D), ReLU, Linear(2D -> C) (the official PoNet code);
+# 'lra': Dense(mlp_dim), ReLU, Dense(C), and for two documents Dense(mlp_dim),
+# ReLU, Dense(mlp_dim // 2), ReLU, Dense(C) (LRA's classifier_head(_dual)).
+HEADS = ('ponet', 'lra')
+# Features of a document pair: 'nli' = [u, v, u*v, u-v] (the papers), 'concat'
+# = [u, v] (the default `interaction=None` of LRA's code).
+PAIR_FEATURES = ('nli', 'concat')
 
 
 def mixer_class(name: str):
@@ -71,8 +99,86 @@ def configure_mixer(config, name: str):
   return config
 
 
-def _embedding_init():
-  return nnx.initializers.normal(stddev=0.02)
+def _choice(model_config, field, choices):
+  value = model_config[field]
+  if value not in choices:
+    raise UserError(f'unknown model.{field} {value!r}; use one of '
+                    f'{", ".join(choices)}')
+
+
+def check_model_config(model_config):
+  """Refuses unknown choices of the shared encoder's fields."""
+  _choice(model_config, 'pooling', POOLINGS)
+  _choice(model_config, 'mean_over', MEAN_OVER)
+  _choice(model_config, 'linear_init', LINEAR_INITS)
+  _choice(model_config, 'position_embedding', POSITION_EMBEDDINGS)
+  _choice(model_config, 'head', HEADS)
+  _choice(model_config, 'pair_features', PAIR_FEATURES)
+  for field in ('dim', 'num_heads', 'mlp_dim', 'qkv_dim'):
+    if model_config[field] < 1:
+      raise UserError(f'model.{field} must be positive, got '
+                      f'{model_config[field]}')
+  if not 0 < model_config.layer_norm_epsilon < 1:
+    raise UserError('model.layer_norm_epsilon must be in (0, 1), got '
+                    f'{model_config.layer_norm_epsilon}')
+  if model_config.embedding_init_std <= 0:
+    raise UserError('model.embedding_init_std must be positive, got '
+                    f'{model_config.embedding_init_std}')
+
+
+def validate_config(config, task_info):
+  """Model checks of a whole task config, before any data is loaded."""
+  check_model_config(config.model)
+  mixer_class(config.model.name)
+  pixel_mask = config.official_pixel_quirks and not task_info.zero_is_padding
+  if config.model.attention == 'cudnn' and pixel_mask:
+    # The fused kernel takes per-example key lengths, i.e. a prefix of real
+    # tokens; black pixels masked anywhere would be attended to.
+    raise UserError(
+        'attention=cudnn masks only padding at the end, but '
+        f'official_pixel_quirks masks black pixels anywhere in {config.task} '
+        'images; use --config.model.attention=xla or '
+        '--config.official_pixel_quirks=False')
+
+
+def _pytorch_uniform(key, shape, fan_in):
+  bound = 1 / math.sqrt(fan_in)
+  return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def reinit_linears(module, scheme: str, rngs: nnx.Rngs):
+  """Redraws the kernel and bias of every nnx.Linear under `module`.
+
+  `scheme` is a LINEAR_INITS name; 'flax' keeps the layers as built. Each
+  Linear takes one key of the `params` stream, in the module tree's order.
+  """
+  if scheme == 'flax':
+    return
+  for _, layer in nnx.iter_modules(module):
+    if not isinstance(layer, nnx.Linear):
+      continue
+    kernel_key, bias_key = jax.random.split(rngs.params())
+    shape = layer.kernel.shape
+    bias_shape = (shape[1],)
+    if scheme == 'pytorch':
+      kernel = _pytorch_uniform(kernel_key, shape, fan_in=shape[0])
+      bias = _pytorch_uniform(bias_key, bias_shape, fan_in=shape[0])
+    else:
+      kernel = nnx.initializers.xavier_uniform()(kernel_key, shape)
+      bias = 1e-6 * jax.random.normal(bias_key, bias_shape)
+    layer.kernel[...] = kernel.astype(layer.kernel.dtype)
+    if layer.bias is not None:
+      layer.bias[...] = bias.astype(layer.bias.dtype)
+
+
+def sinusoidal_table(length: int, dim: int) -> np.ndarray:
+  """LRA's fixed position table: sin on even channels, cos on odd ones."""
+  position_Lx1 = np.arange(length)[:, None]
+  rate_H = np.exp(np.arange(0, dim, 2) * -(np.log(10000.0) / dim))
+  table_LxD = np.zeros((length, dim), np.float32)
+  table_LxD[:, 0::2] = np.sin(position_Lx1 * rate_H)
+  table_LxD[:, 1::2] = np.cos(position_Lx1 * rate_H[:dim // 2])
+  return table_LxD
 
 
 class EncoderBlock(nnx.Module):
@@ -80,11 +186,15 @@ class EncoderBlock(nnx.Module):
 
   def __init__(self, model_config, *, rngs: nnx.Rngs, layer_index: int):
     dim, dtype = model_config.dim, jnp.dtype(model_config.dtype)
-    self.mixer_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+    epsilon = model_config.layer_norm_epsilon
+    self.gelu_approximate = model_config.gelu_approximate
+    self.mixer_norm = nnx.LayerNorm(dim, epsilon=epsilon, dtype=dtype,
+                                    rngs=rngs)
     self.mixer = mixer_class(model_config.name).from_config(
         model_config, rngs=rngs, layer_index=layer_index)
     self.mixer_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
-    self.mlp_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+    self.mlp_norm = nnx.LayerNorm(dim, epsilon=epsilon, dtype=dtype,
+                                  rngs=rngs)
     self.mlp_in = nnx.Linear(dim, model_config.mlp_dim, dtype=dtype,
                              rngs=rngs)
     self.mlp_hidden_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
@@ -96,7 +206,7 @@ class EncoderBlock(nnx.Module):
     mixed_BxLxD = self.mixer(self.mixer_norm(x_BxLxD), mask_BxL)
     x_BxLxD = x_BxLxD + self.mixer_dropout(mixed_BxLxD)
     hidden_BxLxF = jax.nn.gelu(self.mlp_in(self.mlp_norm(x_BxLxD)),
-                               approximate=False)
+                               approximate=self.gelu_approximate)
     hidden_BxLxD = self.mlp_out(self.mlp_hidden_dropout(hidden_BxLxF))
     return x_BxLxD + self.mlp_out_dropout(hidden_BxLxD)
 
@@ -106,29 +216,39 @@ class Encoder(nnx.Module):
 
   def __init__(self, model_config, vocab_size: int, max_len: int, *,
                rngs: nnx.Rngs):
-    if model_config.pooling not in POOLINGS:
-      raise UserError(f'unknown model.pooling {model_config.pooling!r}; use '
-                      f'one of {", ".join(POOLINGS)}')
-    if model_config.mean_over not in MEAN_OVER:
-      raise UserError(f'unknown model.mean_over {model_config.mean_over!r}; '
-                      f'use one of {", ".join(MEAN_OVER)}')
+    check_model_config(model_config)
     dim, dtype = model_config.dim, jnp.dtype(model_config.dtype)
     self.pooling = model_config.pooling
     self.mean_over = model_config.mean_over
     self.dtype = dtype
-    self.token_embed = nnx.Embed(vocab_size, dim, dtype=dtype,
-                                 embedding_init=_embedding_init(), rngs=rngs)
+    self.token_embed = nnx.Embed(
+        vocab_size, dim, dtype=dtype, rngs=rngs,
+        embedding_init=nnx.initializers.normal(
+            model_config.embedding_init_std))
     num_positions = max_len + (self.pooling == 'cls')
-    self.position_embed = nnx.Embed(num_positions, dim, dtype=dtype,
-                                    embedding_init=_embedding_init(),
-                                    rngs=rngs)
+    if model_config.position_embedding == 'learned':
+      self.position_embed = nnx.Embed(
+          num_positions, dim, dtype=dtype, rngs=rngs,
+          embedding_init=nnx.initializers.normal(0.02))
+    else:
+      self.position_embed = None
     if self.pooling == 'cls':
-      self.cls_token = nnx.Param(_embedding_init()(rngs.params(), (1, 1, dim)))
+      # LRA starts its CLS vector at zero; PoNet's code has none.
+      cls_init = (nnx.initializers.zeros
+                  if model_config.linear_init == 'lra'
+                  else nnx.initializers.normal(0.02))
+      self.cls_token = nnx.Param(cls_init(rngs.params(), (1, 1, dim)))
     self.embed_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
     self.blocks = nnx.List([
         EncoderBlock(model_config, rngs=rngs, layer_index=index)
         for index in range(model_config.num_layers)])
-    self.final_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+    self.final_norm = nnx.LayerNorm(
+        dim, epsilon=model_config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
+
+  def _positions(self, length: int, dim: int):
+    if self.position_embed is None:
+      return jnp.asarray(sinusoidal_table(length, dim), self.dtype)
+    return self.position_embed(jnp.arange(length))
 
   def __call__(self, tokens_BxL, mask_BxL):
     x_BxLxD = self.token_embed(tokens_BxL)
@@ -138,13 +258,13 @@ class Encoder(nnx.Module):
                                    (batch, 1, dim))
       x_BxLxD = jnp.concatenate([cls_Bx1xD, x_BxLxD], axis=1)
       mask_BxL = jnp.pad(mask_BxL, ((0, 0), (1, 0)), constant_values=True)
-    length = x_BxLxD.shape[1]
-    x_BxLxD = x_BxLxD + self.position_embed(jnp.arange(length))[None]
+    _, length, dim = x_BxLxD.shape
+    x_BxLxD = x_BxLxD + self._positions(length, dim)[None]
     x_BxLxD = self.embed_dropout(x_BxLxD)
     for block in self.blocks:
       x_BxLxD = block(x_BxLxD, mask_BxL)
     x_BxLxD = jnp.where(mask_BxL[:, :, None], self.final_norm(x_BxLxD), 0.0)
-    if self.pooling == 'cls':
+    if self.pooling in ('cls', 'first'):
       return x_BxLxD[:, 0]
     if self.mean_over == 'real_tokens':
       count_Bx1 = mask_BxL.sum(axis=1, keepdims=True)
@@ -153,15 +273,27 @@ class Encoder(nnx.Module):
 
 
 class MLPHead(nnx.Module):
-  """Linear(in -> 2D), ReLU, Linear(2D -> classes)."""
+  """ReLU MLP `in_features -> widths... -> num_classes`."""
 
-  def __init__(self, in_features: int, dim: int, num_classes: int, *,
+  def __init__(self, in_features: int, widths, num_classes: int, *,
                rngs: nnx.Rngs):
-    self.hidden = nnx.Linear(in_features, 2 * dim, rngs=rngs)
-    self.logits = nnx.Linear(2 * dim, num_classes, rngs=rngs)
+    sizes = [in_features, *widths, num_classes]
+    self.layers = nnx.List([nnx.Linear(size_in, size_out, rngs=rngs)
+                            for size_in, size_out in zip(sizes, sizes[1:])])
 
   def __call__(self, features_BxF):
-    return self.logits(jax.nn.relu(self.hidden(features_BxF)))
+    for layer in self.layers[:-1]:
+      features_BxF = jax.nn.relu(layer(features_BxF))
+    return self.layers[-1](features_BxF)
+
+
+def head_widths(model_config, paired: bool):
+  """Hidden widths of the classifier head (see HEADS)."""
+  if model_config.head == 'ponet':
+    return [2 * model_config.dim]
+  if paired:
+    return [model_config.mlp_dim, model_config.mlp_dim // 2]
+  return [model_config.mlp_dim]
 
 
 class Classifier(nnx.Module):
@@ -170,16 +302,18 @@ class Classifier(nnx.Module):
   def __init__(self, model_config, vocab_size: int, max_len: int,
                num_classes: int, *, rngs: nnx.Rngs):
     self.encoder = Encoder(model_config, vocab_size, max_len, rngs=rngs)
-    self.head = MLPHead(model_config.dim, model_config.dim, num_classes,
-                        rngs=rngs)
+    self.head = MLPHead(model_config.dim, head_widths(model_config, False),
+                        num_classes, rngs=rngs)
 
   def __call__(self, tokens_BxL, mask_BxL):
     features_BxD = self.encoder(tokens_BxL, mask_BxL)
     return self.head(features_BxD.astype(jnp.float32))
 
 
-def pair_features(u_BxD, v_BxD):
-  """The two-tower matching features `[u, v, u*v, u-v]`."""
+def pair_features(u_BxD, v_BxD, kind: str = 'nli'):
+  """The two-tower matching features (see PAIR_FEATURES)."""
+  if kind == 'concat':
+    return jnp.concatenate([u_BxD, v_BxD], axis=-1)
   return jnp.concatenate([u_BxD, v_BxD, u_BxD * v_BxD, u_BxD - v_BxD],
                          axis=-1)
 
@@ -193,7 +327,9 @@ class PairClassifier(nnx.Module):
   def __init__(self, model_config, vocab_size: int, max_len: int,
                num_classes: int, *, rngs: nnx.Rngs):
     self.encoder = Encoder(model_config, vocab_size, max_len, rngs=rngs)
-    self.head = MLPHead(4 * model_config.dim, model_config.dim, num_classes,
+    self.pair_features = model_config.pair_features
+    width = (4 if self.pair_features == 'nli' else 2) * model_config.dim
+    self.head = MLPHead(width, head_widths(model_config, True), num_classes,
                         rngs=rngs)
 
   def __call__(self, tokens_Bx2xL, mask_Bx2xL):
@@ -201,14 +337,23 @@ class PairClassifier(nnx.Module):
     both_2BxD = self.encoder(tokens_Bx2xL.reshape(2 * batch, length),
                              mask_Bx2xL.reshape(2 * batch, length))
     both_Bx2xD = both_2BxD.reshape(batch, 2, -1).astype(jnp.float32)
-    return self.head(pair_features(both_Bx2xD[:, 0], both_Bx2xD[:, 1]))
+    return self.head(pair_features(both_Bx2xD[:, 0], both_Bx2xD[:, 1],
+                                   self.pair_features))
 
 
 def build_model(model_config, task_info, max_len: int, *, rngs: nnx.Rngs):
-  """The classifier for a task: paired tasks get the two-tower head."""
+  """The classifier for a task: paired tasks get the two-tower head.
+
+  Every nnx.Linear is then initialised as `model_config.linear_init` says
+  (the 'lra' scheme keeps flax's default in the head, as LRA's code does).
+  """
   model_class = PairClassifier if task_info.paired else Classifier
-  return model_class(model_config, task_info.vocab_size, max_len,
-                     task_info.num_classes, rngs=rngs)
+  model = model_class(model_config, task_info.vocab_size, max_len,
+                      task_info.num_classes, rngs=rngs)
+  scheme = model_config.linear_init
+  reinit_linears(model.encoder, scheme, rngs)
+  reinit_linears(model.head, 'flax' if scheme == 'lra' else scheme, rngs)
+  return model
 
 
 def count_params(model) -> int:

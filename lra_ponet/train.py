@@ -87,7 +87,7 @@ def validate_config(config):
   if config.schedule not in SCHEDULES:
     raise UserError(f'unknown schedule {config.schedule!r}; use one of '
                     f'{", ".join(SCHEDULES)}')
-  models.mixer_class(config.model.name)
+  models.validate_config(config, tasks.get_task(config.task).INFO)
   for field in ('max_len', 'padded_len', 'batch_size', 'eval_batch_size',
                 'train_steps', 'eval_every', 'log_every', 'checkpoint_every',
                 'checkpoint_keep'):

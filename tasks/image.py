@@ -10,12 +10,15 @@ train = `train[:90%]` (45,000), validation = `train[90%:]` (5,000), test =
 (vocabulary 256): no normalisation, no augmentation.
 
 Pixel value 0 (black) is a real token here. The official PoNet code masked
-every black pixel as padding (its mask is `token != 0`) and divided the mean
-pooling by the padded length; `--config.official_pixel_quirks=True` restores
-the mask (the mean over the padded length is already the default,
+every black pixel as padding (its mask is `token != 0`, as the official LRA
+code's `inputs > 0`) and divided the mean pooling by the padded length;
+`--config.official_pixel_quirks=True` restores the mask (the `lra` preset
+sets it) (the mean over the padded length is already the default,
 `model.mean_over='padded_length'`). results.json records both
 (`mask_zero_tokens`, `mean_over`). The same holds for Pathfinder and Path-X.
 """
+
+import sys
 
 import numpy as np
 
@@ -30,6 +33,8 @@ RGB_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
 INFO = input_pipeline.TaskInfo(name='image', num_classes=10, vocab_size=256,
                                zero_is_padding=False)
+# Cache key of the gray pixel arrays: the code that makes them.
+RECIPE = input_pipeline.code_hash(sys.modules[__name__], input_pipeline)
 
 
 def grayscale(images_NxHxWx3: np.ndarray) -> np.ndarray:
@@ -77,7 +82,7 @@ def load(config) -> input_pipeline.TaskData:
            f'{config.max_len}:{config.padded_len}')
     arrays = input_pipeline.cached_arrays(
         'image', key, lambda source=source: _tokenize(
-            source, config.max_len, config.padded_len))
+            source, config.max_len, config.padded_len), recipe=RECIPE)
     splits[split] = input_pipeline.Split(**arrays)
   return input_pipeline.TaskData(source=tfds_reader.describe(builder),
                                  **splits)

@@ -6,6 +6,7 @@ algorithm, seeded by `config.data_seed`), cached under the suite's cache.
 """
 
 import pathlib
+import sys
 
 import numpy as np
 
@@ -24,6 +25,9 @@ SPLIT_FILES = {'train': 'basic_train.tsv', 'validation': 'basic_val.tsv',
 
 INFO = input_pipeline.TaskInfo(name='listops', num_classes=10,
                                vocab_size=len(VOCAB) + 1)
+# Cache keys: the code of the tokenised arrays and of the generated files.
+RECIPE = input_pipeline.code_hash(sys.modules[__name__], input_pipeline)
+GENERATOR_RECIPE = input_pipeline.code_hash(listops_generator)
 
 
 def tokenize(source: str) -> list[int]:
@@ -35,26 +39,28 @@ def tokenize(source: str) -> list[int]:
 def read_tsv(path, max_len: int, padded_len: int) -> input_pipeline.Split:
   """Reads one official ListOps TSV (header `Source<TAB>Target`)."""
   sequences, labels = [], []
-  with open(path, encoding='utf-8') as lines:
-    header = lines.readline().rstrip('\r\n')
-    if header != HEADER:
-      raise UserError(f'{path}:1: expected the header "Source<TAB>Target", '
-                      f'found {header[:40]!r}')
-    for line_number, line in enumerate(lines, start=2):
-      fields = line.rstrip('\r\n').split('\t')
-      if fields == ['']:
-        continue
-      where = f'{path}:{line_number}'
-      if len(fields) != 2:
-        raise UserError(f'{where}: expected 2 tab-separated fields (Source, '
-                        f'Target), found {len(fields)}')
-      source, target = fields
-      try:
-        sequences.append(tokenize(source))
-      except KeyError as error:
-        raise UserError(f'{where}: unknown ListOps token {error.args[0]!r}; '
-                        f'valid tokens: {" ".join(VOCAB)}') from None
-      labels.append(_parse_label(target, where))
+  lines = input_pipeline.text_lines(
+      path, 'ListOps lines "Source<TAB>Target" of ASCII tokens')
+  for line_number, line in lines:
+    if line_number == 1:
+      if line != HEADER:
+        raise UserError(f'{path}:1: expected the header '
+                        f'"Source<TAB>Target", found {line[:40]!r}')
+      continue
+    fields = line.split('\t')
+    if fields == ['']:
+      continue
+    where = f'{path}:{line_number}'
+    if len(fields) != 2:
+      raise UserError(f'{where}: expected 2 tab-separated fields (Source, '
+                      f'Target), found {len(fields)}')
+    source, target = fields
+    try:
+      sequences.append(tokenize(source))
+    except KeyError as error:
+      raise UserError(f'{where}: unknown ListOps token {error.args[0]!r}; '
+                      f'valid tokens: {" ".join(VOCAB)}') from None
+    labels.append(_parse_label(target, where))
   if not labels:
     raise UserError(f'{path}: no examples found')
   return input_pipeline.Split(
@@ -97,10 +103,12 @@ def _generate(config):
   if min(sizes) < 1:
     raise UserError(f'config.generator: num_train, num_val and num_test must '
                     f'be positive, got {sizes}')
-  directory = (input_pipeline.cache_dir() / 'listops' /
-               (f'generated_seed{config.data_seed}_depth{limits.max_depth}_'
+  # Keyed by every setting and by the generator's code.
+  directory = (input_pipeline.cache_dir() / 'listops_generated' /
+               (f'seed{config.data_seed}_depth{limits.max_depth}_'
                 f'args{limits.max_args}_length{limits.min_length}-'
-                f'{limits.max_length}_sizes{"-".join(map(str, sizes))}'))
+                f'{limits.max_length}_sizes{"-".join(map(str, sizes))}_'
+                f'{GENERATOR_RECIPE}'))
   source = ('generated with the official LRA ListOps algorithm, seed '
             f'{config.data_seed}')
   if limits != listops_generator.OFFICIAL:
@@ -126,5 +134,5 @@ def load(config) -> input_pipeline.TaskData:
   else:
     directory, source = _generate(config)
   splits = input_pipeline.tsv_splits('listops', directory, SPLIT_FILES,
-                                      read_tsv, config)
+                                      read_tsv, config, recipe=RECIPE)
   return input_pipeline.TaskData(source=source, **splits)

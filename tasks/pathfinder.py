@@ -10,20 +10,24 @@ Data, by `config.data_dir`:
   images at `resolution`, seed `data_seed`), cached under the suite's cache.
   They follow the release's recipe but are not its images: results say so.
 
-Splits, by `config.split_order`: 'metadata' (LRA) takes 80/10/10 of the
+Splits, by `config.split_order`: 'metadata_order' takes 80/10/10 of the
 listed images in metadata order (files by number k, lines in file order) and
-then drops the empty ones; 'random42' drops the empty images and splits the
-rest 80/10/10 by numpy's `default_rng(42).permutation`, like the random
-seed-42 split of the state-space-model papers (whose permutation came from
-PyTorch, so the examples differ).
+then drops the empty ones. That is not LRA's split: LRA took `[:80%]`,
+`[80%:90%]` and `[90%:]` of its tensorflow-datasets build, whose order
+tensorflow-datasets shuffles by example key, and the official PoNet code
+shuffled too; neither order is reproduced here. 'random42' drops the
+empty images and splits the rest 80/10/10 by numpy's
+`default_rng(42).permutation`, like the random seed-42 split of the
+state-space-model papers (whose permutation came from PyTorch, so the
+examples differ).
 
 Tokens are the pixel values row by row (vocabulary 256); pixel 0 is a real
 token unless `official_pixel_quirks` is set (see tasks/image.py).
 """
 
-import hashlib
 import io
 import pathlib
+import sys
 
 import numpy as np
 from PIL import Image
@@ -35,12 +39,16 @@ from tasks import pathfinder_generator
 
 SPLIT_DIR = 'curv_contour_length_14'  # The "hard" split LRA uses.
 # config.split_order -> how results describe it.
-SPLIT_ORDERS = {'metadata': '80/10/10 split in listed order (LRA)',
+SPLIT_ORDERS = {'metadata_order': ('80/10/10 split in metadata listing order '
+                                   "(not LRA's split)"),
                 'random42': '80/10/10 random split (numpy, seed 42)'}
 RANDOM_SPLIT_SEED = 42
 
 INFO = input_pipeline.TaskInfo(name='pathfinder', num_classes=2,
                                vocab_size=256, zero_is_padding=False)
+# Cache keys: the code that decodes release images and the generator's.
+RECIPE = input_pipeline.code_hash(sys.modules[__name__])
+GENERATOR_RECIPE = input_pipeline.code_hash(pathfinder_generator)
 
 
 def read_metadata(split_dir: pathlib.Path):
@@ -52,21 +60,22 @@ def read_metadata(split_dir: pathlib.Path):
                     f'{split_dir / "metadata"}/<k>.npy')
   listed = []
   for path in files:
-    with open(path, encoding='utf-8') as lines:
-      for line_number, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-          continue
-        where = f'{path}:{line_number}'
-        if len(fields) < 4:
-          raise UserError(f'{where}: expected at least 4 space-separated '
-                          f'fields (folder, file, index, label), found '
-                          f'{len(fields)}')
-        if fields[3] not in ('0', '1'):
-          raise UserError(f'{where}: the label {fields[3][:40]!r} (field 4) '
-                          'is not 0 or 1')
-        listed.append((split_dir / fields[0] / fields[1], int(fields[3]),
-                       where))
+    lines = input_pipeline.text_lines(
+        path, 'text lines "imgs/<k> sample_<i>.png <index> <label> ..."')
+    for line_number, line in lines:
+      fields = line.split()
+      if not fields:
+        continue
+      where = f'{path}:{line_number}'
+      if len(fields) < 4:
+        raise UserError(f'{where}: expected at least 4 space-separated '
+                        f'fields (folder, file, index, label), found '
+                        f'{len(fields)}')
+      if fields[3] not in ('0', '1'):
+        raise UserError(f'{where}: the label {fields[3][:40]!r} (field 4) '
+                        'is not 0 or 1')
+      listed.append((split_dir / fields[0] / fields[1], int(fields[3]),
+                     where))
   return listed
 
 
@@ -93,12 +102,7 @@ def read_release(split_dir: pathlib.Path, resolution: int) -> dict:
                       'exist') from None
     if not encoded:
       continue
-    with Image.open(io.BytesIO(encoded)) as png:
-      if png.mode != 'L' or png.size != (resolution, resolution):
-        raise UserError(f'{path}: expected an 8-bit grayscale (mode L) '
-                        f'{resolution}x{resolution} PNG, found mode '
-                        f'{png.mode} {png.size[0]}x{png.size[1]}')
-      images.append(np.asarray(png))
+    images.append(_decode_png(encoded, path, where, resolution))
     labels.append(label)
     positions.append(position)
   if not images:
@@ -108,13 +112,27 @@ def read_release(split_dir: pathlib.Path, resolution: int) -> dict:
           'num_listed': np.asarray(len(listed))}
 
 
+def _decode_png(encoded: bytes, path, where: str, resolution: int):
+  expected = f'an 8-bit grayscale (mode L) {resolution}x{resolution} PNG'
+  try:
+    with Image.open(io.BytesIO(encoded)) as png:
+      if png.mode != 'L' or png.size != (resolution, resolution):
+        raise UserError(f'{path}: expected {expected}, found mode '
+                        f'{png.mode} {png.size[0]}x{png.size[1]}')
+      return np.asarray(png)
+  except (OSError, SyntaxError, ValueError) as error:
+    # PIL's errors for bytes that are no image, or a truncated one.
+    raise UserError(f'{path} (listed at {where}): cannot decode the image '
+                    f'({error}); expected {expected}') from None
+
+
 def split_indices(positions_N: np.ndarray, num_listed: int,
                   split_order: str) -> dict:
   """Index (a slice or an array) of each split into the kept images.
 
   split_order is one of SPLIT_ORDERS.
   """
-  if split_order == 'metadata':
+  if split_order == 'metadata_order':
     starts = np.searchsorted(positions_N,
                              [num_listed * 8 // 10, num_listed * 9 // 10])
     return {'train': slice(0, starts[0]),
@@ -147,7 +165,7 @@ def _release_images(config, title: str):
                           sorted((split_dir / 'metadata').glob('*.npy')))
   arrays = input_pipeline.cached_arrays(
       'pathfinder', f'{metadata_key}:{config.resolution}',
-      lambda: read_release(split_dir, config.resolution))
+      lambda: read_release(split_dir, config.resolution), recipe=RECIPE)
   skipped = int(arrays['num_listed']) - len(arrays['labels'])
   source = (f'LRA release files {split_dir} ({len(arrays["labels"])} '
             f'images; {skipped} empty image files skipped)')
@@ -160,10 +178,6 @@ def _generated_images(config, title: str):
     raise UserError(f'the {title} generator draws resolutions '
                     f'{", ".join(map(str, pathfinder_generator.SETTINGS))}; '
                     f'config.resolution is {resolution}')
-  # The generator's code is part of the key: a changed recipe regenerates.
-  recipe = hashlib.sha256(pathlib.Path(
-      pathfinder_generator.__file__).read_bytes()).hexdigest()[:16]
-
   def generate():
     print(f'Generating {count} {title} images at {resolution}x{resolution} '
           f'(seed {config.data_seed}); they are cached for later runs')
@@ -174,7 +188,8 @@ def _generated_images(config, title: str):
 
   arrays = input_pipeline.cached_arrays(
       'pathfinder_generated',
-      f'{resolution}:{config.data_seed}:{count}:{recipe}', generate)
+      f'{resolution}:{config.data_seed}:{count}', generate,
+      recipe=GENERATOR_RECIPE)
   source = (f'generated by tasks/pathfinder_generator.py: {count} images at '
             f'{resolution}x{resolution}, seed {config.data_seed} (the LRA '
             'recipe, not the LRA release images)')

@@ -6,10 +6,12 @@ No header; tab-separated columns label, id1, id2, text1, text2, the label
 possibly written as a float (`1.0`). Each document keeps its first 10,000
 bytes, as in LRA, and then becomes byte ids (+1, 0 is padding) truncated to
 `max_len`. One shared encoder reads both documents; the classifier sees
-`[u, v, u*v, u-v]` (models.PairClassifier), so inputs are Nx2xL.
+`[u, v, u*v, u-v]` or, in the `lra` preset, `[u, v]` (model.pair_features,
+models.PairClassifier), so inputs are Nx2xL.
 """
 
 import pathlib
+import sys
 
 import numpy as np
 
@@ -27,6 +29,8 @@ DOCUMENT_BYTES = 10_000
 
 INFO = input_pipeline.TaskInfo(name='retrieval', num_classes=2,
                                vocab_size=257, paired=True)
+# Cache key of the tokenised arrays: the code that makes them.
+RECIPE = input_pipeline.code_hash(sys.modules[__name__], text, input_pipeline)
 
 
 def read_tsv(path, max_len: int, padded_len: int) -> input_pipeline.Split:
@@ -88,6 +92,6 @@ def load(config) -> input_pipeline.TaskData:
                     'get it)')
   directory = _release_dir(config.data_dir)
   splits = input_pipeline.tsv_splits('retrieval', directory, SPLIT_FILES,
-                                      read_tsv, config)
+                                      read_tsv, config, recipe=RECIPE)
   return input_pipeline.TaskData(source=f'LRA release files {directory}',
                                  **splits)

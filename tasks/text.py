@@ -9,6 +9,8 @@ LRA, the test split is used for validation too, which makes the selected
 parameters' test accuracy optimistic; every result says so.
 """
 
+import sys
+
 import numpy as np
 
 from lra_ponet import input_pipeline
@@ -19,6 +21,8 @@ NOTES = ('validation = test split: IMDb has no validation split, so the test '
          'split selects the parameters too, as in LRA')
 
 INFO = input_pipeline.TaskInfo(name='text', num_classes=2, vocab_size=257)
+# Cache key of the tokenised arrays: the code that makes them.
+RECIPE = input_pipeline.code_hash(sys.modules[__name__])
 
 
 def byte_ids(texts, max_len: int, padded_len: int) -> np.ndarray:
@@ -54,7 +58,7 @@ def load(config) -> input_pipeline.TaskData:
            f'{config.max_len}:{config.padded_len}')
     arrays = input_pipeline.cached_arrays(
         'text', key, lambda source=source: _tokenize(
-            source, config.max_len, config.padded_len))
+            source, config.max_len, config.padded_len), recipe=RECIPE)
     splits[split] = input_pipeline.Split(**arrays)
   return input_pipeline.TaskData(
       train=splits['train'], validation=splits['test'], test=splits['test'],

@@ -66,3 +66,43 @@ def test_loads_release_root_or_folder(tiny_listops_dir):
     assert data.train.inputs.shape == (64, 2048)
     assert 'LRA release files' in data.source
     assert ((data.train.inputs > 0).sum(1) > 500).all()
+
+
+def test_bytes_that_are_not_utf8_name_file_line_and_byte(tmp_path):
+  path = tmp_path / 'basic_val.tsv'
+  path.write_bytes(listops.HEADER.encode() + b'\n( [MAX 2 ] )\t2\n'
+                   + b'( [MAX \xff ] )\t2\n')
+  with pytest.raises(UserError, match=r'basic_val.tsv:3: byte 0xff at '
+                     r'column 8 is not UTF-8 text; expected ListOps'):
+    listops.read_tsv(path, 10, 10)
+
+
+def test_cache_keys_follow_the_recipe(tmp_path, monkeypatch):
+  from configs import listops as listops_config
+  calls = []
+  real_generate = listops.listops_generator.generate_listops
+
+  def generate(directory, *, seed, **settings):
+    calls.append(seed)
+    real_generate(directory, seed=seed, progress=False, **settings)
+
+  monkeypatch.setattr(listops.listops_generator, 'generate_listops',
+                      generate)
+  reads = []
+  real_read_tsv = listops.read_tsv
+  monkeypatch.setattr(listops, 'read_tsv', lambda *args: reads.append(
+      args[0].name) or real_read_tsv(*args))
+  settings = listops_config.get_config()
+  settings.generator.update(num_train=8, num_val=4, num_test=4)
+  listops.load(settings)
+  listops.load(settings)
+  assert (calls, len(reads)) == ([0], 3)  # Generated and tokenised once.
+  monkeypatch.setattr(listops, 'RECIPE', 'another tokeniser')
+  listops.load(settings)
+  assert (calls, len(reads)) == ([0], 6)  # Tokenised again, not generated.
+  monkeypatch.setattr(listops, 'GENERATOR_RECIPE', 'another generator')
+  listops.load(settings)
+  assert calls == [0, 0]  # A changed generator never reuses old files.
+  settings.generator.max_depth = 9
+  listops.load(settings)
+  assert calls == [0, 0, 0]  # Nor do other generator settings.

@@ -112,3 +112,183 @@ def test_cudnn_attention_refused_off_gpu():
                              dtype='bfloat16')
   with pytest.raises(UserError, match='attention=xla'):
     models.build_model(config, TaskInfo('t', 5, 32), 14, rngs=nnx.Rngs(0))
+
+
+# Initialisation and LayerNorm epsilon, as the presets record them.
+
+
+def _linears(model):
+  return [(path, layer) for path, layer in nnx.iter_modules(model)
+          if isinstance(layer, nnx.Linear)]
+
+
+@pytest.mark.parametrize('name', sorted(models.MIXERS))
+def test_pytorch_init_of_every_linear_and_embeddings(name):
+  config = tiny_model_config(name, dim=64, num_heads=2, mlp_dim=128)
+  assert (config.linear_init, config.layer_norm_epsilon) == ('pytorch', 1e-5)
+  model = models.build_model(config, TaskInfo('t', 5, 512), 1024,
+                             rngs=nnx.Rngs(0))
+  linears = _linears(model)
+  assert len(linears) >= 2 * 2 + 2  # MLPs of both blocks and the head.
+  for path, layer in linears:
+    bound = 1 / np.sqrt(layer.kernel.shape[0])  # 1 / sqrt(fan_in).
+    kernel, bias = np.asarray(layer.kernel[...]), np.asarray(layer.bias[...])
+    assert 0.9 * bound < np.abs(kernel).max() <= bound, path
+    assert 0.2 * bound < np.abs(bias).max() <= bound, path  # Not zeros.
+    np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.1,
+                               err_msg=str(path))
+  encoder = model.encoder
+  for table in (encoder.token_embed.embedding,
+                encoder.position_embed.embedding):
+    np.testing.assert_allclose(np.asarray(table[...]).std(), 0.02,
+                               rtol=0.05)
+  norms = [layer for _, layer in nnx.iter_modules(model)
+           if isinstance(layer, nnx.LayerNorm)]
+  assert len(norms) == 2 * 2 + 1
+  assert {norm.epsilon for norm in norms} == {1e-5}
+
+
+def test_layer_norm_epsilon_reaches_the_maths():
+  config = tiny_model_config('fnet', num_layers=0, pooling='first')
+  encoder = models.Encoder(config, 32, 4, rngs=nnx.Rngs(0))
+  encoder.eval()
+  encoder.token_embed.embedding[...] = jnp.zeros((32, 16))
+  encoder.position_embed.embedding[...] = jnp.zeros((4, 16)).at[0, 0].set(
+      0.004)
+  x_D = np.zeros(16)
+  x_D[0] = 0.004
+  centred_D = x_D - x_D.mean()
+  expected_D = centred_D / np.sqrt((centred_D**2).mean() + 1e-5)
+  np.testing.assert_allclose(encoder(np.ones((1, 4), int),
+                                     np.ones((1, 4), bool))[0],
+                             expected_D, rtol=1e-4)
+
+
+def test_lra_init_xavier_encoder_flax_head_unit_embeddings():
+  config = tiny_model_config('transformer', dim=64, num_heads=2, mlp_dim=128,
+                             linear_init='lra', embedding_init_std=1.0,
+                             head='lra', attention_bias=False,
+                             position_embedding='sinusoidal', pooling='cls')
+  model = models.build_model(config, TaskInfo('t', 5, 512), 1024,
+                             rngs=nnx.Rngs(0))
+  for path, layer in _linears(model.encoder):
+    fan_in, fan_out = layer.kernel.shape
+    bound = np.sqrt(6 / (fan_in + fan_out))
+    kernel = np.asarray(layer.kernel[...])
+    assert bound * 0.8 < np.abs(kernel).max() <= bound, path
+    if path[-2] == 'mixer':
+      assert layer.bias is None, path  # LRA's q, k, v, out have none.
+    else:
+      assert 0 < np.abs(np.asarray(layer.bias[...])).max() < 1e-5, path
+  for path, layer in _linears(model.head):
+    np.testing.assert_allclose(np.asarray(layer.kernel[...]).std(),
+                               1 / np.sqrt(layer.kernel.shape[0]), rtol=0.2)
+    assert not np.asarray(layer.bias[...]).any(), path
+  np.testing.assert_allclose(
+      np.asarray(model.encoder.token_embed.embedding[...]).std(), 1.0,
+      rtol=0.05)
+  assert model.encoder.position_embed is None
+  assert not np.asarray(model.encoder.cls_token[...]).any()
+
+
+def test_sinusoidal_positions_are_lra_table():
+  table_LxD = models.sinusoidal_table(50, 6)
+  for position in (0, 1, 49):
+    for i in range(3):
+      angle = position / 10000**(2 * i / 6)
+      np.testing.assert_allclose(table_LxD[position, 2 * i], np.sin(angle),
+                                 atol=1e-6)
+      np.testing.assert_allclose(table_LxD[position, 2 * i + 1],
+                                 np.cos(angle), atol=1e-6)
+  config = tiny_model_config('fnet', num_layers=0, pooling='first',
+                             position_embedding='sinusoidal')
+  encoder = models.Encoder(config, 32, 14, rngs=nnx.Rngs(0))
+  encoder.eval()
+  tokens_BxL, mask_BxL = _tokens_and_mask()
+  x_BxD = (np.asarray(encoder.token_embed.embedding[...])[tokens_BxL[:, 0]]
+           + models.sinusoidal_table(1, 16)[0])
+  centred_BxD = x_BxD - x_BxD.mean(1, keepdims=True)
+  np.testing.assert_allclose(
+      encoder(tokens_BxL, mask_BxL),
+      centred_BxD / np.sqrt((centred_BxD**2).mean(1, keepdims=True) + 1e-5),
+      rtol=1e-4, atol=1e-5)
+
+
+def test_lra_head_is_dense_mlp_dim_relu_dense():
+  config = tiny_model_config('fnet', head='lra', mlp_dim=24)
+  model = models.build_model(config, TaskInfo('t', 5, 32), 14,
+                             rngs=nnx.Rngs(0))
+  model.eval()
+  hidden, logits = model.head.layers
+  assert (hidden.kernel.shape, logits.kernel.shape) == ((16, 24), (24, 5))
+  tokens_BxL, mask_BxL = _tokens_and_mask()
+  features_BxD = np.asarray(model.encoder(tokens_BxL, mask_BxL))
+  hidden_BxH = np.maximum(features_BxD @ np.asarray(hidden.kernel[...])
+                          + np.asarray(hidden.bias[...]), 0)
+  np.testing.assert_allclose(
+      model(tokens_BxL, mask_BxL),
+      hidden_BxH @ np.asarray(logits.kernel[...])
+      + np.asarray(logits.bias[...]), rtol=1e-5, atol=1e-5)
+
+
+# The maths of the Transformer and FNet mixers against slow references.
+
+
+def _attention_reference(mixer, x_BxLxD, mask_BxL, num_heads):
+  """Loops over examples, heads and queries; softmax over real keys."""
+  def project(layer, x_LxD):
+    out = x_LxD @ np.asarray(layer.kernel[...], np.float64)
+    return out if layer.bias is None else out + np.asarray(layer.bias[...])
+
+  batch, length, _ = x_BxLxD.shape
+  outputs = []
+  for b in range(batch):
+    q_LxQ, k_LxQ, v_LxQ = (project(layer, x_BxLxD[b]) for layer in
+                           (mixer.query, mixer.key, mixer.value))
+    head_dim = q_LxQ.shape[1] // num_heads
+    mixed_LxQ = np.zeros_like(q_LxQ)
+    for h in range(num_heads):
+      cols = slice(h * head_dim, (h + 1) * head_dim)
+      for i in range(length):
+        scores = [q_LxQ[i, cols] @ k_LxQ[j, cols] / np.sqrt(head_dim)
+                  if mask_BxL[b, j] else -np.inf for j in range(length)]
+        weights = np.exp(np.array(scores) - max(scores))
+        mixed_LxQ[i, cols] = (weights / weights.sum()) @ v_LxQ[:, cols]
+    outputs.append(project(mixer.out, mixed_LxQ))
+  return np.stack(outputs)
+
+
+@pytest.mark.parametrize('qkv_dim,use_bias', [(16, True), (8, False)])
+@pytest.mark.parametrize('masked', [False, True])
+def test_transformer_matches_slow_reference(qkv_dim, use_bias, masked):
+  from baselines import transformer
+  mixer = transformer.SelfAttention(16, 2, qkv_dim=qkv_dim, use_bias=use_bias,
+                                    rngs=nnx.Rngs(0), attention_dropout=0.5)
+  mixer.eval()
+  models.reinit_linears(mixer, 'pytorch', nnx.Rngs(1))  # Non-zero biases.
+  rng = np.random.default_rng(0)
+  x_BxLxD = rng.normal(size=(2, 7, 16)).astype(np.float32)
+  mask_BxL = np.ones((2, 7), bool)
+  if masked:
+    mask_BxL[0, 4:] = False
+    mask_BxL[1, [0, 3]] = False  # Not a prefix: the xla path masks anywhere.
+  np.testing.assert_allclose(
+      mixer(x_BxLxD, mask_BxL),
+      _attention_reference(mixer, x_BxLxD, mask_BxL, 2), rtol=1e-4,
+      atol=1e-5)
+
+
+def test_fnet_is_real_part_of_dft_over_length_and_hidden():
+  from baselines import fnet
+  rng = np.random.default_rng(0)
+  x_BxLxD = rng.normal(size=(2, 5, 3)).astype(np.float32)
+  length, dim = 5, 3
+  expected_BxLxD = np.zeros((2, length, dim))
+  for k in range(length):
+    for n in range(dim):
+      for m in range(length):
+        for d in range(dim):
+          angle = -2 * np.pi * (k * m / length + n * d / dim)
+          expected_BxLxD[:, k, n] += x_BxLxD[:, m, d] * np.cos(angle)
+  np.testing.assert_allclose(fnet.FNetMixer()(x_BxLxD, None),
+                             expected_BxLxD, rtol=1e-4, atol=1e-4)

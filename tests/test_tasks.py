@@ -74,15 +74,47 @@ def test_pair_features_are_u_v_product_difference():
   np.testing.assert_allclose(features, [
       [1, 2, 3, 5, 3, 10, -2, -3],
       [0.5, -1, 2, 4, 1, -4, -1.5, -5]])
+  np.testing.assert_allclose(models.pair_features(u_BxD, v_BxD, 'concat'),
+                             [[1, 2, 3, 5], [0.5, -1, 2, 4]])
 
 
-def test_retrieval_builds_the_two_tower_model():
-  config = tasks.get_config('retrieval')
-  config.model.update(num_layers=1, dim=8, num_heads=2, mlp_dim=8,
+def _relu_mlp(features_BxF, layers):
+  """The head's maths from its kernels and biases, in numpy."""
+  for index, layer in enumerate(layers):
+    features_BxF = (features_BxF @ np.asarray(layer.kernel[...])
+                    + np.asarray(layer.bias[...]))
+    if index < len(layers) - 1:
+      features_BxF = np.maximum(features_BxF, 0)
+  return features_BxF
+
+
+@pytest.mark.parametrize('preset,features,widths', [
+    ('ponet', 'nli', [32, 16, 2]),  # Linear(4D -> 2D), ReLU, Linear(2D -> 2).
+    ('lra', 'concat', [16, 12, 6, 2]),  # [u, v], mlp_dim, mlp_dim // 2.
+])
+def test_two_tower_head_maths(preset, features, widths):
+  config = tasks.get_config('retrieval', preset)
+  config.model.update(num_layers=1, dim=8, num_heads=2, mlp_dim=12,
                       segment_num=2)
   model = models.build_model(config.model, retrieval.INFO, 16,
                              rngs=nnx.Rngs(0))
-  assert isinstance(model, models.PairClassifier)
+  model.eval()
+  layers = list(model.head.layers)
+  assert [layers[0].kernel.shape[0]] + [
+      layer.kernel.shape[1] for layer in layers] == widths
+  rng = np.random.default_rng(0)
+  tokens_Bx2xL = rng.integers(1, 257, (3, 2, 16))
+  mask_Bx2xL = np.arange(16) < rng.integers(1, 17, (3, 2, 1))
+  tokens_Bx2xL = np.where(mask_Bx2xL, tokens_Bx2xL, 0)
+  u_BxD = np.asarray(model.encoder(tokens_Bx2xL[:, 0], mask_Bx2xL[:, 0]))
+  v_BxD = np.asarray(model.encoder(tokens_Bx2xL[:, 1], mask_Bx2xL[:, 1]))
+  assert not np.allclose(u_BxD, v_BxD)
+  pair_BxF = np.concatenate(
+      [u_BxD, v_BxD] + ([u_BxD * v_BxD, u_BxD - v_BxD]
+                        if features == 'nli' else []), axis=1)
+  np.testing.assert_allclose(model(tokens_Bx2xL, mask_Bx2xL),
+                             _relu_mlp(pair_BxF, layers), rtol=1e-5,
+                             atol=1e-5)
 
 
 # Text: IMDb from tensorflow-datasets.
@@ -312,7 +344,8 @@ def test_pathfinder_metadata_order_split(release):
   assert (loaded.train.inputs == 0).any()  # Black pixels stay tokens.
   assert f'LRA release files {split_dir}' in loaded.source
   assert '2 empty image files skipped' in loaded.source
-  assert 'listed order' in loaded.source
+  assert "metadata listing order (not LRA's split)" in loaded.source
+  assert pathfinder_config().split_order == 'metadata_order'
 
 
 def test_pathfinder_random42_split(release):
@@ -460,7 +493,7 @@ PONET_TABLE = {  # spec/ponet.md section 7 (Path-X: Pathfinder's setting).
 LRA_TABLE = {  # spec/lra_tasks.md, last table.
     'text': ((4, 256, 4, 1024), 32, 0.05, 8000, 'rsqrt', 20000, 0.1, 'cls'),
     'retrieval': ((4, 128, 4, 512), 32, 0.05, 8000, 'rsqrt', 5000, 0.1,
-                  'cls'),
+                  'first'),
     'image': ((1, 128, 8, 128), 256, 5e-4, 175, 'cosine', 35000, 0.0, 'cls'),
     'pathfinder': ((4, 32, 4, 32), 512, 1e-3, 312, 'cosine', 62400, 0.0,
                    'mean'),
@@ -520,3 +553,125 @@ def test_prepare_tfds_without_tensorflow_names_the_install(tmp_path):
     pass
   with pytest.raises(UserError, match=r'pip install -e \.\[prepare\]'):
     data.prepare('text', str(tmp_path))
+
+
+# Caches keyed by recipe, undecodable data.
+
+
+def test_cached_arrays_are_keyed_by_recipe(tmp_path):
+  from lra_ponet import input_pipeline
+  builds = []
+
+  def build():
+    builds.append(1)
+    return {'x': np.arange(len(builds))}
+
+  first = input_pipeline.cached_arrays('kind', 'key', build, recipe='v1')
+  again = input_pipeline.cached_arrays('kind', 'key', build, recipe='v1')
+  other = input_pipeline.cached_arrays('kind', 'key', build, recipe='v2')
+  assert len(builds) == 2
+  assert again['x'].tolist() == first['x'].tolist() == [0]
+  assert other['x'].tolist() == [0, 1]
+
+
+def test_code_hash_changes_with_the_code(tmp_path):
+  import types
+  from lra_ponet import input_pipeline
+  module = types.SimpleNamespace(__file__=str(tmp_path / 'recipe.py'))
+  (tmp_path / 'recipe.py').write_text('GRAY = (0.2989, 0.5870, 0.1140)\n')
+  before = input_pipeline.code_hash(module)
+  (tmp_path / 'recipe.py').write_text('GRAY = (0.299, 0.587, 0.114)\n')
+  assert input_pipeline.code_hash(module) != before
+  # Every cache's recipe covers the code that produces its arrays.
+  assert text.RECIPE != image.RECIPE != retrieval.RECIPE
+  assert pathfinder.GENERATOR_RECIPE == input_pipeline.code_hash(
+      pathfinder.pathfinder_generator)
+
+
+def test_pathfinder_undecodable_metadata_and_images(release):
+  root, split_dir, _, _ = release
+  metadata = split_dir / 'metadata' / '1.npy'
+  metadata.write_bytes(metadata.read_bytes() + b'imgs/1 sample_\xe9.png\n')
+  with pytest.raises(UserError, match=r'1.npy:3: byte 0xe9 at column 15 is '
+                     'not UTF-8 text; expected text lines'):
+    pathfinder.load(pathfinder_config(root))
+  metadata.write_bytes(b''.join(metadata.read_bytes().splitlines(True)[:2]))
+  (split_dir / 'imgs' / '0' / 'sample_1.png').write_bytes(b'\x89PNG garbage')
+  with pytest.raises(UserError, match=r'sample_1.png \(listed at .*0.npy:2\):'
+                     ' cannot decode the image .*expected an 8-bit'):
+    pathfinder.load(pathfinder_config(root))
+
+
+def test_retrieval_label_that_is_not_utf8_is_named(tmp_path):
+  path = tmp_path / 'new_aan_pairs.train.tsv'
+  path.write_bytes(b'\xff1\tid1\tid2\tdoc \xfe one\tdoc two\n')
+  with pytest.raises(UserError, match=r'train.tsv:1: the label .* is not a '
+                     'number'):
+    retrieval.read_tsv(path, 16, 16)
+  path.write_bytes(b'1\tid1\tid2\tdoc \xfe one\tdoc two\n')
+  split = retrieval.read_tsv(path, 16, 16)  # Documents are bytes: any byte.
+  assert decode(split.inputs[0, 0]) == b'doc \xfe one'
+
+
+# Presets: what the official code does.
+
+
+def test_ponet_preset_uses_the_official_pytorch_settings():
+  for task in tasks.TASKS:
+    model = tasks.get_config(task).model
+    assert (model.layer_norm_epsilon, model.linear_init,
+            model.embedding_init_std, model.position_embedding, model.head,
+            model.pair_features, model.gelu_approximate,
+            model.attention_bias, model.qkv_dim) == (
+                1e-5, 'pytorch', 0.02, 'learned', 'ponet', 'nli', False,
+                True, model.dim)
+
+
+LRA_CODE = {  # position embedding, qkv_dim, dropout, attention dropout,
+    # black pixels masked, length (lra_benchmarks @cd31e5c configs).
+    'listops': ('sinusoidal', 512, 0.1, 0.1, False, 2000),
+    'text': ('sinusoidal', 256, 0.1, 0.1, False, 1000),
+    'retrieval': ('sinusoidal', 128, 0.1, 0.1, False, 4000),
+    'image': ('learned', 64, 0.3, 0.2, True, 1024),
+    'pathfinder': ('sinusoidal', 16, 0.2, 0.1, True, 1024),
+    'pathx': ('learned', 16, 0.1, 0.1, True, 16384),
+}
+
+
+@pytest.mark.parametrize('task', list(LRA_CODE))
+def test_lra_preset_is_the_official_code(task):
+  config = tasks.get_config(task, 'lra', 'transformer')
+  model = config.model
+  assert (model.position_embedding, model.qkv_dim, model.dropout,
+          model.attention_dropout, config.official_pixel_quirks,
+          config.max_len) == LRA_CODE[task]
+  assert (model.embedding_init_std, model.head, model.linear_init,
+          model.layer_norm_epsilon, model.attention_bias,
+          model.gelu_approximate) == (1.0, 'lra', 'lra', 1e-6, False, True)
+  assert model.pair_features == 'concat'  # Used by retrieval only.
+  train.validate_config(config)
+
+
+def test_text_segments_of_two_tokens_at_any_length():
+  config = tasks.get_config('text')
+  config.max_len, config.padded_len = 1000, 1024  # As --config.X= does.
+  assert config.model.segment_num == 1024
+  assert config.padded_len // config.model.segment_num + 1 == 2
+  assert config.to_dict()['model']['segment_num'] == 1024  # config.json.
+  config.model.segment_num = 8
+  assert (config.padded_len, config.model.segment_num) == (1024, 8)
+  assert tasks.get_config('text', 'lra').model.segment_num == 1000
+
+
+def test_cudnn_attention_refused_with_black_pixels_masked():
+  config = tasks.get_config('image', 'ponet', 'transformer')
+  config.model.update(attention='cudnn', dtype='bfloat16')
+  config.official_pixel_quirks = True
+  with pytest.raises(UserError, match='attention=cudnn masks only padding at '
+                     'the end.*attention=xla'):
+    train.validate_config(config)
+  config.official_pixel_quirks = False
+  models.validate_config(config, image.INFO)  # All pixels real: a prefix.
+  text_config = tasks.get_config('text', 'ponet', 'transformer')
+  text_config.model.attention = 'cudnn'
+  models.validate_config(text_config, text.INFO)  # Padding at the end.
