@@ -24,6 +24,7 @@ import ml_collections
 from flax import nnx
 
 from baselines import fnet
+from baselines import linear_transformer
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -32,6 +33,7 @@ MIXERS = {
     'ponet': ponet.PoNetMixer,
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
+    'linear_transformer': linear_transformer.LinearAttention,
 }
 
 POOLINGS = ('mean', 'cls')
