@@ -25,6 +25,7 @@ from flax import nnx
 
 from baselines import fnet
 from baselines import linear_transformer
+from baselines import performer
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -34,6 +35,7 @@ MIXERS = {
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
     'linear_transformer': linear_transformer.LinearAttention,
+    'performer': performer.Performer,
 }
 
 POOLINGS = ('mean', 'cls')

@@ -65,3 +65,75 @@ def test_linear_transformer_matches_kernel_sums(masked):
     expected.append(_merge(mixer.out, out))
   np.testing.assert_allclose(mixer(x_BxLxD, mask_BxL), np.stack(expected),
                              rtol=1e-4, atol=1e-5)
+
+
+def _performer_reference(mixer, x_BxLxD, mask_BxL, stabilizer):
+  """Per-pair kernel sums with the mixer's own random features W."""
+  w = np.asarray(mixer.features[...], np.float64)
+  r = len(w)
+  dash, diag = {}, {}
+  for b, (x_LxD, mask_L) in enumerate(zip(x_BxLxD, mask_BxL)):
+    d = DIM // HEADS
+    for name, layer in (('q', mixer.query), ('k', mixer.key)):
+      rows = _heads(layer, x_LxD) / np.sqrt(d)
+      if name == 'k':
+        rows = rows * mask_L[None, :, None]
+      dash[name, b] = rows @ w.T
+      diag[name, b] = 0.5 * (rows ** 2).sum(-1, keepdims=True)
+  key_max = {b: dash['k', b].max(axis=(1, 2), keepdims=True)
+             for b in range(len(x_BxLxD))}
+  if stabilizer == 'batch':
+    key_max = {b: max(m.max() for m in key_max.values()) for b in key_max}
+  expected = []
+  for b, (x_LxD, mask_L) in enumerate(zip(x_BxLxD, mask_BxL)):
+    phi_q = (np.exp(dash['q', b] - diag['q', b]
+                    - dash['q', b].max(-1, keepdims=True)) + 1e-4) / r ** .5
+    phi_k = (np.exp(dash['k', b] - diag['k', b] - key_max[b]) + 1e-4) / r ** .5
+    v = _heads(mixer.value, x_LxD) * mask_L[None, :, None]
+    out = np.zeros_like(v)
+    for h in range(HEADS):
+      for l in range(LENGTH):
+        weights = [phi_q[h, l] @ phi_k[h, n] for n in range(LENGTH)]
+        out[h, l] = np.dot(weights, v[h]) / sum(weights)
+    expected.append(_merge(mixer.out, out))
+  return np.stack(expected)
+
+
+@pytest.mark.parametrize('stabilizer', ['per_example', 'batch'])
+@pytest.mark.parametrize('masked', [False, True])
+def test_performer_matches_kernel_sums(masked, stabilizer):
+  _, mixer = _mixer('performer', num_features=24, stabilizer=stabilizer)
+  x_BxLxD, mask_BxL = _batch(masked)
+  np.testing.assert_allclose(
+      mixer(x_BxLxD, mask_BxL),
+      _performer_reference(mixer, x_BxLxD, mask_BxL, stabilizer),
+      rtol=1e-4, atol=1e-5)
+
+
+def test_performer_estimates_softmax_with_scale_one_over_d():
+  _, mixer = _mixer('performer', num_features=8192)
+  x_BxLxD, mask_BxL = _batch(masked=True)
+  expected = []
+  for x_LxD, mask_L in zip(x_BxLxD, mask_BxL):
+    q, k, v = (_heads(layer, x_LxD)
+               for layer in (mixer.query, mixer.key, mixer.value))
+    logits = np.einsum('hld,hnd->hln', q, k * mask_L[None, :, None]) / 8
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected.append(_merge(mixer.out, probs @ (v * mask_L[None, :, None])))
+  # About 0.09 off with these features; exp(q . k / sqrt(d)) is 0.7 off.
+  np.testing.assert_allclose(mixer(x_BxLxD, mask_BxL), np.stack(expected),
+                             atol=0.15)
+
+
+def test_performer_features_orthogonal_and_redrawn_per_step():
+  _, fixed = _mixer('performer', num_features=20)
+  w = np.asarray(fixed.features[...])
+  gram = w[:8] @ w[:8].T
+  np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-4)
+  assert 'features' not in nnx.state(fixed, nnx.Param)
+  x_BxLxD, mask_BxL = _batch(masked=True)
+  np.testing.assert_array_equal(fixed(x_BxLxD, mask_BxL),
+                                fixed(x_BxLxD, mask_BxL))
+  _, redrawn = _mixer('performer', num_features=20, redraw='per_step')
+  assert not np.allclose(redrawn(x_BxLxD, mask_BxL),
+                         redrawn(x_BxLxD, mask_BxL))
