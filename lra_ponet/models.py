@@ -25,6 +25,7 @@ from flax import nnx
 
 from baselines import fnet
 from baselines import linear_transformer
+from baselines import nystromformer
 from baselines import performer
 from baselines import transformer
 from lra_ponet import ponet
@@ -35,6 +36,7 @@ MIXERS = {
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
     'linear_transformer': linear_transformer.LinearAttention,
+    'nystromformer': nystromformer.Nystromformer,
     'performer': performer.Performer,
 }
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from baselines import nystromformer
 from lra_ponet import models
 from tests.test_models import tiny_model_config
 
@@ -137,3 +138,97 @@ def test_performer_features_orthogonal_and_redrawn_per_step():
   _, redrawn = _mixer('performer', num_features=20, redraw='per_step')
   assert not np.allclose(redrawn(x_BxLxD, mask_BxL),
                          redrawn(x_BxLxD, mask_BxL))
+
+
+def _softmax_rows(logits):
+  logits = logits - logits.max(-1, keepdims=True)
+  return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+
+
+def _nystrom_reference(mixer, x_BxLxD, mask_BxL, m, landmarks, pinv_init):
+  """The official formula with loops over segments, taps and iterations."""
+  length = x_BxLxD.shape[1]
+  d = DIM // HEADS
+  parts = []
+  for x_LxD, mask_L in zip(x_BxLxD, mask_BxL):
+    q, k, v = (_heads(layer, x_LxD)
+               for layer in (mixer.query, mixer.key, mixer.value))
+    q, k = (t * mask_L[None, :, None] / d ** 0.25 for t in (q, k))
+    c = -(-length // m)
+    qt, kt = np.zeros((HEADS, m, d)), np.zeros((HEADS, m, d))
+    for j in range(m):
+      rows = range(j * c, min((j + 1) * c, length))
+      count = c if landmarks == 'padded' else max(
+          sum(mask_L[i] for i in rows), 1)
+      qt[:, j] = sum((q[:, i] for i in rows), np.zeros((HEADS, d))) / count
+      kt[:, j] = sum((k[:, i] for i in rows), np.zeros((HEADS, d))) / count
+    fill = -1e9 * (1 - mask_L)
+    parts.append((q, k, v, mask_L, qt, kt,
+                  _softmax_rows(q @ kt.transpose(0, 2, 1)),
+                  _softmax_rows(qt @ kt.transpose(0, 2, 1)),
+                  _softmax_rows(qt @ k.transpose(0, 2, 1) + fill)))
+  column_max = [p[7].sum(axis=1).max(axis=-1) for p in parts]  # per head
+  if pinv_init == 'batch':
+    column_max = [np.full(HEADS, max(c.max() for c in column_max))] * len(
+        parts)
+  taps = np.asarray(mixer.conv[...], np.float64)
+  half = taps.shape[1] // 2
+  expected = []
+  for (q, k, v, mask_L, _, _, a1, a2, a3), scale in zip(parts, column_max):
+    out = np.zeros_like(v)
+    for h in range(HEADS):
+      z = a2[h].T / scale[h]
+      for _ in range(6):
+        kz = a2[h] @ z
+        eye = np.eye(m)
+        z = 0.25 * z @ (13 * eye - kz @ (15 * eye - kz @ (7 * eye - kz)))
+      out[h] = (a1[h] @ z) @ (a3[h] @ v[h])
+      for l in range(length):
+        for t in range(taps.shape[1]):
+          if 0 <= l + t - half < length:
+            out[h, l] += taps[h, t] * v[h, l + t - half] * mask_L[l + t - half]
+    expected.append(_merge(mixer.out, out))
+  return np.stack(expected)
+
+
+@pytest.mark.parametrize('landmarks,pinv_init', [('padded', 'batch'),
+                                                 ('real_tokens',
+                                                  'per_example')])
+@pytest.mark.parametrize('length', [12, 14])
+@pytest.mark.parametrize('masked', [False, True])
+def test_nystromformer_matches_official_formula(masked, length, landmarks,
+                                                pinv_init):
+  _, mixer = _mixer('nystromformer', length=length, num_landmarks=4,
+                    conv_kernel_size=5, landmarks=landmarks,
+                    pinv_init=pinv_init)
+  x_BxLxD, mask_BxL = _batch(masked, length=length)
+  np.testing.assert_allclose(
+      mixer(x_BxLxD, mask_BxL),
+      _nystrom_reference(mixer, x_BxLxD, mask_BxL, 4, landmarks, pinv_init),
+      rtol=1e-4, atol=1e-5)
+
+
+def test_nystromformer_is_exact_attention_when_every_token_is_a_landmark():
+  _, mixer = _mixer('nystromformer', num_landmarks=LENGTH,
+                    conv_kernel_size=0)
+  x_BxLxD, mask_BxL = _batch(masked=True)
+  expected = []
+  for x_LxD, mask_L in zip(x_BxLxD, mask_BxL):
+    q, k, v = (_heads(layer, x_LxD)
+               for layer in (mixer.query, mixer.key, mixer.value))
+    # The official code zeroes padding queries too.
+    logits = (q * mask_L[None, :, None]) @ k.transpose(0, 2, 1) / np.sqrt(
+        DIM // HEADS)
+    expected.append(_merge(mixer.out, _softmax_rows(
+        np.where(mask_L, logits, -1e9)) @ v))
+  np.testing.assert_allclose(mixer(x_BxLxD, mask_BxL), np.stack(expected),
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_nystromformer_pinv_converges_to_the_pseudo_inverse():
+  rng = np.random.default_rng(0)
+  matrix = _softmax_rows(rng.normal(size=(1, 2, 6, 6)))
+  np.testing.assert_allclose(
+      nystromformer.iterative_pinv(matrix.astype(np.float32), 20,
+                                   per_example=True),
+      np.linalg.pinv(matrix), rtol=1e-3, atol=1e-3)
