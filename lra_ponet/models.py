@@ -7,7 +7,8 @@ mixer chosen by name. A mixer is an `nnx.Module` called as
 `from_config(model_config, *, rngs, layer_index)` classmethod (`layer_index`
 counts blocks from 0, for mixers whose settings change with depth), with a
 `masks_padding` attribute that says whether padding content is kept out of
-real positions.
+real positions. Parameters shared by all layers come from an optional
+`shared_params` classmethod (see `shared_mixer_params`).
 
 A mixer with hyperparameters of its own declares them in a classmethod
 `default_config(config) -> dict` (it may read the task config, e.g. the
@@ -25,6 +26,7 @@ from flax import nnx
 
 from baselines import fnet
 from baselines import linear_transformer
+from baselines import linformer
 from baselines import nystromformer
 from baselines import performer
 from baselines import transformer
@@ -36,6 +38,7 @@ MIXERS = {
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
     'linear_transformer': linear_transformer.LinearAttention,
+    'linformer': linformer.Linformer,
     'nystromformer': nystromformer.Nystromformer,
     'performer': performer.Performer,
 }
@@ -63,6 +66,20 @@ def configure_mixer(config, name: str):
   return config
 
 
+def shared_mixer_params(model_config, length: int, *, rngs: nnx.Rngs):
+  """Parameters one mixer object shares between all layers, or None.
+
+  A mixer whose layers share parameters (Linformer's length projection)
+  defines a classmethod `shared_params(model_config, length, *, rngs) ->
+  dict`; the encoder calls it once, with the longest length it will see, and
+  passes the dict as keyword arguments to every layer's `from_config`.
+  """
+  mixer = mixer_class(model_config.name)
+  if not hasattr(mixer, 'shared_params'):
+    return None
+  return mixer.shared_params(model_config, length, rngs=rngs)
+
+
 def _embedding_init():
   return nnx.initializers.normal(stddev=0.02)
 
@@ -70,11 +87,12 @@ def _embedding_init():
 class EncoderBlock(nnx.Module):
   """`x = x + Dropout(Mixer(LN(x)))`, then `x = x + MLP(LN(x))`."""
 
-  def __init__(self, model_config, *, rngs: nnx.Rngs, layer_index: int):
+  def __init__(self, model_config, *, rngs: nnx.Rngs, layer_index: int,
+               shared=None):
     dim, dtype = model_config.dim, jnp.dtype(model_config.dtype)
     self.mixer_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
     self.mixer = mixer_class(model_config.name).from_config(
-        model_config, rngs=rngs, layer_index=layer_index)
+        model_config, rngs=rngs, layer_index=layer_index, **(shared or {}))
     self.mixer_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
     self.mlp_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
     self.mlp_in = nnx.Linear(dim, model_config.mlp_dim, dtype=dtype,
@@ -117,8 +135,10 @@ class Encoder(nnx.Module):
     if self.pooling == 'cls':
       self.cls_token = nnx.Param(_embedding_init()(rngs.params(), (1, 1, dim)))
     self.embed_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
+    shared = shared_mixer_params(model_config, num_positions, rngs=rngs)
     self.blocks = nnx.List([
-        EncoderBlock(model_config, rngs=rngs, layer_index=index)
+        EncoderBlock(model_config, rngs=rngs, layer_index=index,
+                     shared=shared)
         for index in range(model_config.num_layers)])
     self.final_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
 

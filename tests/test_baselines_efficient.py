@@ -11,6 +11,8 @@ from flax import nnx
 
 from baselines import nystromformer
 from lra_ponet import models
+from lra_ponet.errors import UserError
+from lra_ponet.input_pipeline import TaskInfo
 from tests.test_models import tiny_model_config
 
 DIM, HEADS, LENGTH = 16, 2, 12
@@ -43,8 +45,10 @@ def _merge(out, heads_HxLxd):
 def _mixer(name, length=LENGTH, **fields):
   config = tiny_model_config(name, length=length)
   config[name].update(fields)
-  return config, models.mixer_class(name).from_config(
-      config, rngs=nnx.Rngs(0, mixer=1))
+  rngs = nnx.Rngs(0, mixer=1)
+  shared = models.shared_mixer_params(config, length, rngs=rngs) or {}
+  return config, models.mixer_class(name).from_config(config, rngs=rngs,
+                                                      **shared)
 
 
 @pytest.mark.parametrize('masked', [False, True])
@@ -232,3 +236,65 @@ def test_nystromformer_pinv_converges_to_the_pseudo_inverse():
       nystromformer.iterative_pinv(matrix.astype(np.float32), 20,
                                    per_example=True),
       np.linalg.pinv(matrix), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_linformer_matches_projected_attention(masked):
+  _, mixer = _mixer('linformer', k=5)
+  x_BxLxD, mask_BxL = _batch(masked)
+  e = np.asarray(mixer.projection[...], np.float64)
+  expected = []
+  for x_LxD, mask_L in zip(x_BxLxD, mask_BxL):
+    q, k, v = (_heads(layer, x_LxD)
+               for layer in (mixer.query, mixer.key, mixer.value))
+    out = np.zeros_like(q)
+    for h in range(HEADS):
+      keys = [sum(e[h, p, n] * mask_L[n] * k[h, n] for n in range(LENGTH))
+              for p in range(5)]
+      values = [sum(e[h, p, n] * mask_L[n] * v[h, n] for n in range(LENGTH))
+                for p in range(5)]
+      for l in range(LENGTH):
+        out[h, l] = _softmax_rows(
+            np.array([q[h, l] @ key for key in keys]) / np.sqrt(DIM // HEADS)
+        ) @ np.array(values)
+    expected.append(_merge(mixer.out, out))
+  np.testing.assert_allclose(mixer(x_BxLxD, mask_BxL), np.stack(expected),
+                             rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('pooling,positions', [('mean', 14), ('cls', 15)])
+def test_linformer_one_projection_for_the_model(pooling, positions):
+  config = tiny_model_config('linformer', pooling=pooling)
+  model = models.build_model(config, TaskInfo('t', 5, 32, paired=True), 14,
+                             rngs=nnx.Rngs(0))
+  first, second = (block.mixer for block in model.encoder.blocks)
+  assert first.projection is second.projection
+  assert first.projection.shape == (HEADS, 256, positions)
+  transformer = models.build_model(
+      tiny_model_config('transformer', pooling=pooling),
+      TaskInfo('t', 5, 32, paired=True), 14, rngs=nnx.Rngs(0))
+  # Same projections as the Transformer's, plus E counted once.
+  assert models.count_params(model) == (models.count_params(transformer)
+                                        + HEADS * 256 * positions)
+  with pytest.raises(UserError, match='longer than the Linformer projection'):
+    first(np.zeros((1, positions + 1, DIM), np.float32),
+          np.ones((1, positions + 1), bool))
+
+
+@pytest.mark.parametrize('name,fields', [
+    ('linear_transformer', {}),
+    ('performer', dict(num_features=12)),
+    ('nystromformer', dict(num_landmarks=4, conv_kernel_size=5)),
+    ('linformer', dict(k=5)),
+])
+def test_padding_content_never_reaches_real_positions(name, fields):
+  _, mixer = _mixer(name, **fields)
+  x_BxLxD, mask_BxL = _batch(masked=True)
+  noise = np.random.default_rng(3).normal(size=x_BxLxD.shape) * 5
+  other_BxLxD = np.where(mask_BxL[..., None], x_BxLxD, noise).astype(
+      np.float32)
+  assert models.mixer_class(name).masks_padding
+  np.testing.assert_allclose(
+      np.where(mask_BxL[..., None], mixer(other_BxLxD, mask_BxL), 0),
+      np.where(mask_BxL[..., None], mixer(x_BxLxD, mask_BxL), 0),
+      rtol=1e-5, atol=1e-5)
