@@ -29,6 +29,7 @@ from baselines import linear_transformer
 from baselines import linformer
 from baselines import nystromformer
 from baselines import performer
+from baselines import s4d
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -41,6 +42,7 @@ MIXERS = {
     'linformer': linformer.Linformer,
     'nystromformer': nystromformer.Nystromformer,
     'performer': performer.Performer,
+    's4d': s4d.S4D,
 }
 
 POOLINGS = ('mean', 'cls')

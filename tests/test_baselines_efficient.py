@@ -5,12 +5,18 @@ over queries and keys (or over time), in float64 numpy, and shares only the
 parameters with the mixer under test.
 """
 
+import math
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+import tasks
 from baselines import nystromformer
 from lra_ponet import models
+from lra_ponet import train
 from lra_ponet.errors import UserError
 from lra_ponet.input_pipeline import TaskInfo
 from tests.test_models import tiny_model_config
@@ -286,6 +292,7 @@ def test_linformer_one_projection_for_the_model(pooling, positions):
     ('performer', dict(num_features=12)),
     ('nystromformer', dict(num_landmarks=4, conv_kernel_size=5)),
     ('linformer', dict(k=5)),
+    ('s4d', dict(state_dim=8)),
 ])
 def test_padding_content_never_reaches_real_positions(name, fields):
   _, mixer = _mixer(name, **fields)
@@ -298,3 +305,60 @@ def test_padding_content_never_reaches_real_positions(name, fields):
       np.where(mask_BxL[..., None], mixer(other_BxLxD, mask_BxL), 0),
       np.where(mask_BxL[..., None], mixer(x_BxLxD, mask_BxL), 0),
       rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_s4d_matches_the_recurrence(masked):
+  _, mixer = _mixer('s4d', state_dim=8)
+  x_BxLxD, mask_BxL = _batch(masked)
+  dt = np.exp(np.asarray(mixer.log_dt[...], np.float64))[:, None]
+  a = (-np.exp(np.asarray(mixer.log_a_real[...], np.float64))
+       + 1j * np.asarray(mixer.a_imag[...], np.float64))
+  c = np.asarray(mixer.c[...], np.float64)
+  c_forward, c_backward = c[..., 0] + 1j * c[..., 1]
+  decay, gain = np.exp(dt * a), (np.exp(dt * a) - 1) / a  # Both D x N.
+  expected = []
+  for x_LxD, mask_L in zip(x_BxLxD, mask_BxL):
+    u = x_LxD * mask_L[:, None]
+    y = u * np.asarray(mixer.skip[...])
+    state = np.zeros_like(a)
+    for t in range(LENGTH):  # Up to and including t.
+      state = decay * state + gain * u[t][:, None]
+      y[t] += 2 * (c_forward * state).sum(-1).real
+    state = np.zeros_like(a)
+    for t in reversed(range(LENGTH)):  # Strictly after t.
+      y[t] += 2 * (c_backward * state).sum(-1).real
+      state = decay * state + gain * u[t][:, None]
+    gelu = 0.5 * y * (1 + np.vectorize(math.erf)(y / np.sqrt(2)))
+    hidden = _project(mixer.output, gelu)
+    expected.append(hidden[:, :DIM] / (1 + np.exp(-hidden[:, DIM:])))
+  np.testing.assert_allclose(mixer(x_BxLxD, mask_BxL), np.stack(expected),
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_s4d_state_space_parameters_get_their_own_lr_and_weight_decay():
+  config = tasks.get_config('listops', 'ponet', 's4d')
+  config.model.update(num_layers=1, dim=8, mlp_dim=16)
+  config.model.s4d.state_dim = 4
+  config.weight_decay = 0.5
+  assert config.model.s4d.ssm.to_dict() == dict(learning_rate=1e-3,
+                                                weight_decay=0.0)
+  model = models.build_model(config.model, TaskInfo('t', 5, 32), 16,
+                             rngs=nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, train.make_optimizer(config),
+                            wrt=nnx.Param)
+  before = nnx.state(model.encoder.blocks[0].mixer, nnx.Param)
+  before = {name: np.asarray(value[...]) for name, value in before.items()
+            if name != 'output'}
+  optimizer.update(model, jax.tree.map(jnp.ones_like,
+                                       nnx.state(model, nnx.Param)))
+  mixer = model.encoder.blocks[0].mixer
+  # Adam's first step moves every parameter by the learning rate, which the
+  # one-cycle schedule starts at peak / 25; AdamW adds lr * wd * parameter.
+  for name in ('log_dt', 'log_a_real', 'a_imag'):
+    np.testing.assert_allclose(before[name] - getattr(mixer, name)[...],
+                               1e-3 / 25, rtol=0, atol=1e-6)
+  for name in ('c', 'skip'):
+    np.testing.assert_allclose(before[name] - getattr(mixer, name)[...],
+                               1e-4 / 25 * (1 + 0.5 * before[name]),
+                               rtol=0, atol=1e-7)
