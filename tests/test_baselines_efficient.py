@@ -19,13 +19,13 @@ from lra_ponet import models
 from lra_ponet import train
 from lra_ponet.errors import UserError
 from lra_ponet.input_pipeline import TaskInfo
-from tests.test_models import tiny_model_config
+from test_models import tiny_model_config
 
 DIM, HEADS, LENGTH = 16, 2, 12
 
 
 def _batch(masked, seed=0, length=LENGTH):
-  """x_BxLxD and a mask: all real, or 12 and 7 real tokens."""
+  """x_BxLxD and a mask: all real, or the second example 7 tokens long."""
   rng = np.random.default_rng(seed)
   x_BxLxD = rng.normal(size=(2, length, DIM)).astype(np.float32)
   lengths = np.array([length, 7 if masked else length])
