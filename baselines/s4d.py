@@ -37,10 +37,10 @@ Hyperparameters (`config.model.s4d`):
     of log_dt, log_a_real and a_imag (s4d.py `register`, L49-59: weight decay
     0 and the SSM learning rate; the S4 LRA configs set it to 0.001 beside
     a base rate of 0.01, or 0.004 on Pathfinder; under the suite's `ponet`
-    preset it is ten times the base 1e-4). The trainer gives this group AdamW with that peak learning rate on
-    the same schedule; every other parameter follows config.learning_rate
-    and config.weight_decay.
-The published S4D numbers (S4D-LegS 60.47 / 86.18 / 89.46 / 88.19 / 93.06,
+    preset it is ten times the base 1e-4). The trainer gives this group
+    AdamW with that peak learning rate on the same schedule; every other
+    parameter follows config.learning_rate and config.weight_decay.
+The published S4D numbers (S4D-LegS 60.47 / 86.18 / 89.46 / 88.19, UNCONFIRMED / 93.06,
 Path-X 91.95; large 6-layer models) are not comparable with the 2-layer,
 dim-64 setting.
 """
