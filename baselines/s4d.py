@@ -40,9 +40,9 @@ Hyperparameters (`config.model.s4d`):
     preset it is ten times the base 1e-4). The trainer gives this group
     AdamW with that peak learning rate on the same schedule; every other
     parameter follows config.learning_rate and config.weight_decay.
-The published S4D numbers (S4D-LegS 60.47 / 86.18 / 89.46 / 88.19, UNCONFIRMED / 93.06,
-Path-X 91.95; large 6-layer models) are not comparable with the 2-layer,
-dim-64 setting.
+The published S4D numbers (S4D-LegS 60.47 / 86.18 / 89.46 / 88.19 / 93.06,
+Path-X 91.95, the Image value UNCONFIRMED; large 6-layer models) are not
+comparable with the 2-layer, dim-64 setting.
 """
 
 import math
