@@ -11,8 +11,9 @@ code does (google-research/long-range-arena@cd31e5c,
 lra_benchmarks/models/linear_transformer/linear_attention.py L20-72: no
 1/sqrt(d) scaling, eps = 1e-6 added to the normaliser), with one change:
 padding keys are dropped from both sums (m_n above), whereas the LRA code
-ignores its padding mask (L137-139). It is the model behind the LRA paper's
-"Linear Trans." row (16.13 / 65.90 / 53.09 / 42.34 / 75.30, avg 50.55).
+ignores its padding mask (L137-139). That code, unmasked and in the LRA
+per-task settings, produced the LRA paper's "Linear Trans." row (16.13 /
+65.90 / 53.09 / 42.34 / 75.30, avg 50.55).
 
 It is not the "Linear (2)" row of the PoNet paper's Table 1, which that paper
 takes from the FNet paper, whose "Linear" baseline mixes tokens with learned

@@ -22,7 +22,8 @@ O(D L log L) time. The suite's form differs from the originals in one way:
 the input is multiplied by the mask first, so padding content never reaches a
 real position (the backward state at a real position sums real inputs only);
 the S4 repository convolves over the padding. It has no dropout of its own
-(the encoder drops out the mixer's output).
+(the encoder drops out the mixer's output), and its output layer has the
+suite's `nnx.Linear` initialisation, not PyTorch's Conv1d one.
 
 Hyperparameters (`config.model.s4d`):
   state_dim: 64, N (N/2 complex modes); the suggested suite setting of the
