@@ -7,7 +7,8 @@ mixer chosen by name. A mixer is an `nnx.Module` called as
 `from_config(model_config, *, rngs, layer_index)` classmethod (`layer_index`
 counts blocks from 0, for mixers whose settings change with depth), with a
 `masks_padding` attribute that says whether padding content is kept out of
-real positions.
+real positions. Parameters shared by all layers come from an optional
+`shared_params` classmethod (see `shared_mixer_params`).
 
 A mixer with hyperparameters of its own declares them in a classmethod
 `default_config(config) -> dict` (it may read the task config, e.g. the
@@ -35,10 +36,15 @@ from baselines import bigbird
 from baselines import bpt
 from baselines import dman
 from baselines import fnet
+from baselines import linear_transformer
+from baselines import linformer
 from baselines import longformer
 from baselines import lsra
+from baselines import nystromformer
+from baselines import performer
 from baselines import poolingformer
 from baselines import reformer
+from baselines import s4d
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -54,6 +60,11 @@ MIXERS = {
     'longformer': longformer.LongformerAttention,
     'bigbird': bigbird.BigBirdAttention,
     'reformer': reformer.LSHSelfAttention,
+    'linear_transformer': linear_transformer.LinearAttention,
+    'linformer': linformer.Linformer,
+    'nystromformer': nystromformer.Nystromformer,
+    'performer': performer.Performer,
+    's4d': s4d.S4D,
 }
 
 # 'cls' reads a learned vector prepended to the sequence; 'first' reads the
@@ -179,19 +190,32 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
   table_LxD[:, 0::2] = np.sin(position_Lx1 * rate_H)
   table_LxD[:, 1::2] = np.cos(position_Lx1 * rate_H[:dim // 2])
   return table_LxD
+def shared_mixer_params(model_config, length: int, *, rngs: nnx.Rngs):
+  """Parameters one mixer object shares between all layers, or None.
+
+  A mixer whose layers share parameters (Linformer's length projection)
+  defines a classmethod `shared_params(model_config, length, *, rngs) ->
+  dict`; the encoder calls it once, with the longest length it will see, and
+  passes the dict as keyword arguments to every layer's `from_config`.
+  """
+  mixer = mixer_class(model_config.name)
+  if not hasattr(mixer, 'shared_params'):
+    return None
+  return mixer.shared_params(model_config, length, rngs=rngs)
 
 
 class EncoderBlock(nnx.Module):
   """`x = x + Dropout(Mixer(LN(x)))`, then `x = x + MLP(LN(x))`."""
 
-  def __init__(self, model_config, *, rngs: nnx.Rngs, layer_index: int):
+  def __init__(self, model_config, *, rngs: nnx.Rngs, layer_index: int,
+               shared=None):
     dim, dtype = model_config.dim, jnp.dtype(model_config.dtype)
     epsilon = model_config.layer_norm_epsilon
     self.gelu_approximate = model_config.gelu_approximate
     self.mixer_norm = nnx.LayerNorm(dim, epsilon=epsilon, dtype=dtype,
                                     rngs=rngs)
     self.mixer = mixer_class(model_config.name).from_config(
-        model_config, rngs=rngs, layer_index=layer_index)
+        model_config, rngs=rngs, layer_index=layer_index, **(shared or {}))
     self.mixer_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
     self.mlp_norm = nnx.LayerNorm(dim, epsilon=epsilon, dtype=dtype,
                                   rngs=rngs)
@@ -239,8 +263,10 @@ class Encoder(nnx.Module):
                   else nnx.initializers.normal(0.02))
       self.cls_token = nnx.Param(cls_init(rngs.params(), (1, 1, dim)))
     self.embed_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
+    shared = shared_mixer_params(model_config, num_positions, rngs=rngs)
     self.blocks = nnx.List([
-        EncoderBlock(model_config, rngs=rngs, layer_index=index)
+        EncoderBlock(model_config, rngs=rngs, layer_index=index,
+                     shared=shared)
         for index in range(model_config.num_layers)])
     self.final_norm = nnx.LayerNorm(
         dim, epsilon=model_config.layer_norm_epsilon, dtype=dtype, rngs=rngs)

@@ -18,6 +18,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -69,17 +70,59 @@ def learning_rate_schedule(config):
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW; under one_cycle beta1 cycles 0.95 -> 0.85 -> 0.95 like OneCycleLR."""
+  """AdamW; under one_cycle beta1 cycles 0.95 -> 0.85 -> 0.95 like OneCycleLR.
+
+  A mixer may put parameters in groups with their own peak learning rate (on
+  the same schedule) and weight decay, see `_grouped`.
+  """
   b1 = config.b1
   if config.schedule == 'one_cycle':
     b1 = one_cycle(config.b1, config.warmup_steps, config.train_steps,
                    start=0.95, middle=0.85, end=0.95)
-  adamw = optax.inject_hyperparams(optax.adamw)(
-      learning_rate=learning_rate_schedule(config), b1=b1, b2=config.b2,
-      eps=config.eps, weight_decay=config.weight_decay)
+
+  def adamw(peak, weight_decay):
+    peak_config = ml_collections.ConfigDict(config.to_dict())
+    peak_config.learning_rate = peak
+    return optax.inject_hyperparams(optax.adamw)(
+        learning_rate=learning_rate_schedule(peak_config), b1=b1,
+        b2=config.b2, eps=config.eps, weight_decay=weight_decay)
+
+  adamw = _grouped(config, adamw)
   if config.grad_clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adamw)
   return adamw
+
+
+def _grouped(config, adamw):
+  """AdamW per parameter group of the mixer, or one AdamW for all.
+
+  A mixer class declares `param_groups = {group: (attribute names)}`; its
+  parameters of those names follow `config.model.<mixer>.<group>`
+  (learning_rate and weight_decay), the rest the top-level settings.
+  """
+  mixer_name = config.model.name
+  groups = getattr(models.mixer_class(mixer_name), 'param_groups', {})
+  default = adamw(config.learning_rate, config.weight_decay)
+  if not groups:
+    return default
+  settings = config.model[mixer_name]
+  transforms = {group: adamw(settings[group].learning_rate,
+                             settings[group].weight_decay)
+                for group in groups}
+  transforms['default'] = default
+  group_of = {name: group for group, names in groups.items()
+              for name in names}
+
+  def label(path, _):
+    keys = [getattr(key, 'key', getattr(key, 'name', None)) for key in path]
+    for parent, name in zip(keys, keys[1:]):
+      if parent == 'mixer' and name in group_of:
+        return group_of[name]
+    return 'default'
+
+  return optax.multi_transform(
+      transforms, lambda params: jax.tree_util.tree_map_with_path(
+          label, params))
 
 
 def validate_config(config):

@@ -38,7 +38,10 @@ def test_registry_names_the_three_mixers():
   assert set(models.MIXERS) >= {'ponet', 'transformer', 'fnet'}
   assert {'ponet', 'transformer'} <= set(MASKING_MIXERS)
   assert 'fnet' not in MASKING_MIXERS
-  with pytest.raises(UserError, match='choose one of .*fnet, .*ponet'):
+  for name, cls in models.MIXERS.items():
+    assert isinstance(cls.masks_padding, bool), name
+  with pytest.raises(UserError, match='unknown model .mamba.; choose one of '
+                     '.*fnet.*ponet'):
     models.mixer_class('mamba')
 
 
