@@ -5,7 +5,7 @@ and optimizer, RNG counts and schedule position included), `best_model` (the
 model state with the best validation accuracy so far, kept apart from the
 training state) and `progress` (JSON bookkeeping: the metrics records, the
 best accuracy and its step, the running train-metric sums since the last
-evaluation). Together they let a resumed run continue exactly where the saved
+evaluation, the training time summed over invocations). Together they let a resumed run continue exactly where the saved
 one was. Orbax writes each step into a temporary folder and renames it when
 complete, so a kill at any moment leaves only finished checkpoints.
 """
@@ -85,14 +85,19 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
                       '--overwrite to discard it')
   if not is_writer:
     return
-  workdir.mkdir(parents=True, exist_ok=True)
-  if overwrite:
-    shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)
-    for name in RUN_FILES:
-      (workdir / name).unlink(missing_ok=True)
-  write_text_atomically(config_path,
-                        json.dumps(config_dict, indent=2, sort_keys=True)
-                        + '\n')
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+      shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)
+      for name in RUN_FILES:
+        (workdir / name).unlink(missing_ok=True)
+    write_text_atomically(config_path,
+                          json.dumps(config_dict, indent=2, sort_keys=True)
+                          + '\n')
+  except OSError as error:
+    raise UserError(f'cannot use {workdir} as the workdir: '
+                    f'{error.strerror or error} ({error.filename}); choose '
+                    'another --workdir') from None
 
 
 def _abstract(tree):
