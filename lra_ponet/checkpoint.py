@@ -139,12 +139,15 @@ class Checkpoints:
     step = self.latest_step()
     if step is None:
       return None
+    return (step, *self.restore(step, state, best_model))
+
+  def restore(self, step: int, state, best_model):
+    """(state, best_model, progress) saved at `step`; see restore_latest."""
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(state)),
         best_model=ocp.args.StandardRestore(_abstract(best_model)),
         progress=ocp.args.JsonRestore()))
-    return (step, restored['state'], restored['best_model'],
-            restored['progress'])
+    return restored['state'], restored['best_model'], restored['progress']
 
   def reached_preemption(self, step: int) -> bool:
     """Whether all processes agreed to stop at `step` for a preemption.
