@@ -1,6 +1,7 @@
 """Schedules, optimiser and the pure training step."""
 
 import math
+import os
 import threading
 
 import jax
@@ -252,3 +253,10 @@ def test_pixel_tasks_refuse_padding(tmp_path):
   config.padded_len = 1100
   with pytest.raises(UserError, match='no padding id'):
     train.train_and_evaluate(config, tmp_path)
+
+
+def test_the_suite_runs_on_the_cpu():
+  # Set by conftest for this process and, through the environment, for every
+  # subprocess a test starts.
+  assert os.environ['JAX_PLATFORMS'] == 'cpu'
+  assert jax.default_backend() == 'cpu'
