@@ -5,9 +5,10 @@ and optimizer, RNG counts and schedule position included), `best_model` (the
 model state with the best validation accuracy so far, kept apart from the
 training state) and `progress` (JSON bookkeeping: the metrics records, the
 best accuracy and its step, the running train-metric sums since the last
-evaluation, the training time summed over invocations). Together they let a resumed run continue exactly where the saved
-one was. Orbax writes each step into a temporary folder and renames it when
-complete, so a kill at any moment leaves only finished checkpoints.
+evaluation, the run's timing summed over invocations). Together they let a
+resumed run continue exactly where the saved one was. Orbax writes each step
+into a temporary folder and renames it when complete, so a kill at any moment
+leaves only finished checkpoints.
 """
 
 import json
