@@ -27,6 +27,17 @@ import ml_collections
 from lra_ponet.errors import UserError
 
 PRESETS = ('ponet', 'lra')
+SCHEDULES = ('one_cycle', 'rsqrt', 'cosine')
+# Optimiser fields that only some schedules use -> those schedules. A config
+# holds exactly the fields of its schedule (see set_schedule).
+SCHEDULE_FIELDS = {
+    'b1': ('rsqrt', 'cosine'),  # Adam's constant beta1.
+    # OneCycleLR's momentum cycle: beta1 falls from b1_max to b1_min during
+    # warm-up and rises back to b1_max at the last step.
+    'b1_max': ('one_cycle',),
+    'b1_min': ('one_cycle',),
+}
+SCHEDULE_DEFAULTS = {'b1': 0.9, 'b1_max': 0.95, 'b1_min': 0.85}
 
 
 def model_config(*, num_layers, dim, num_heads, mlp_dim, segment_num,
@@ -115,15 +126,31 @@ def task_config(*, task, preset, max_len, padded_len, batch_size,
   config.official_pixel_quirks = False  # Pixel tasks: see tasks/image.py.
   config.model = model
   if preset == 'ponet':
-    config.schedule = 'one_cycle'
     config.learning_rate = 1e-4
     config.weight_decay = 0.0
-    config.b1, config.b2, config.eps = 0.9, 0.999, 1e-6
-  else:
-    config.schedule = 'rsqrt'
-    config.learning_rate = 0.05
-    config.weight_decay = 0.1
-    config.b1, config.b2, config.eps = 0.9, 0.98, 1e-9
+    config.b2, config.eps = 0.999, 1e-6
+    return set_schedule(config, 'one_cycle')
+  config.learning_rate = 0.05
+  config.weight_decay = 0.1
+  config.b2, config.eps = 0.98, 1e-9
+  return set_schedule(config, 'rsqrt')
+
+
+def set_schedule(config, schedule):
+  """Sets config.schedule and exactly the optimiser fields it uses.
+
+  Fields of other schedules are removed; the schedule's own get their
+  defaults unless already present.
+  """
+  if schedule not in SCHEDULES:
+    raise UserError(f'unknown schedule {schedule!r}; use one of '
+                    f'{", ".join(SCHEDULES)}')
+  config.schedule = schedule
+  for field, owners in SCHEDULE_FIELDS.items():
+    if schedule not in owners and field in config:
+      del config[field]
+    elif schedule in owners and field not in config:
+      config[field] = SCHEDULE_DEFAULTS[field]
   return config
 
 

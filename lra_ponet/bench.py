@@ -41,7 +41,8 @@ written once; a rerun appends, never overwrites). Columns:
   compile_s           seconds to lower and compile the step
   ms_median, ms_min, ms_max   per timed step, each ended by block_until_ready
   steps_per_s         1000 / ms_median
-  tokens_per_s        batch_size * length * steps_per_s
+  tokens_per_s        batch_size * length * steps_per_s, times 2 for the
+                      paired task (retrieval: two documents per example)
   flops_per_step      `compiled.cost_analysis()` FLOPs of one step
   tflops_per_s        flops_per_step * steps_per_s / 1e12 (achieved)
   peak_bytes_in_use   measured: `device.memory_stats()` after the timed steps;
@@ -71,6 +72,7 @@ written once; a rerun appends, never overwrites). Columns:
 import csv
 import datetime
 import json
+import math
 import os
 import pathlib
 import re
@@ -267,7 +269,7 @@ def measure(cell) -> dict:
   result.update(
       status='ok', reason='', ms_median=median_ms, ms_min=min(times_ms),
       ms_max=max(times_ms), steps_per_s=steps_per_s,
-      tokens_per_s=cell['batch_size'] * cell['length'] * steps_per_s,
+      tokens_per_s=math.prod(shape) * steps_per_s,
       peak_bytes_in_use=(device.memory_stats() or {}).get(
           'peak_bytes_in_use'))
   if result['flops_per_step']:

@@ -5,9 +5,10 @@ and optimizer, RNG counts and schedule position included), `best_model` (the
 model state with the best validation accuracy so far, kept apart from the
 training state) and `progress` (JSON bookkeeping: the metrics records, the
 best accuracy and its step, the running train-metric sums since the last
-evaluation). Together they let a resumed run continue exactly where the saved
-one was. Orbax writes each step into a temporary folder and renames it when
-complete, so a kill at any moment leaves only finished checkpoints.
+evaluation, the run's timing summed over invocations). Together they let a
+resumed run continue exactly where the saved one was. Orbax writes each step
+into a temporary folder and renames it when complete, so a kill at any moment
+leaves only finished checkpoints.
 """
 
 import json
@@ -85,14 +86,19 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
                       '--overwrite to discard it')
   if not is_writer:
     return
-  workdir.mkdir(parents=True, exist_ok=True)
-  if overwrite:
-    shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)
-    for name in RUN_FILES:
-      (workdir / name).unlink(missing_ok=True)
-  write_text_atomically(config_path,
-                        json.dumps(config_dict, indent=2, sort_keys=True)
-                        + '\n')
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+      shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)
+      for name in RUN_FILES:
+        (workdir / name).unlink(missing_ok=True)
+    write_text_atomically(config_path,
+                          json.dumps(config_dict, indent=2, sort_keys=True)
+                          + '\n')
+  except OSError as error:
+    raise UserError(f'cannot use {workdir} as the workdir: '
+                    f'{error.strerror or error} ({error.filename}); choose '
+                    'another --workdir') from None
 
 
 def _abstract(tree):
@@ -134,12 +140,15 @@ class Checkpoints:
     step = self.latest_step()
     if step is None:
       return None
+    return (step, *self.restore(step, state, best_model))
+
+  def restore(self, step: int, state, best_model):
+    """(state, best_model, progress) saved at `step`; see restore_latest."""
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(state)),
         best_model=ocp.args.StandardRestore(_abstract(best_model)),
         progress=ocp.args.JsonRestore()))
-    return (step, restored['state'], restored['best_model'],
-            restored['progress'])
+    return restored['state'], restored['best_model'], restored['progress']
 
   def reached_preemption(self, step: int) -> bool:
     """Whether all processes agreed to stop at `step` for a preemption.

@@ -5,7 +5,8 @@ r"""Trains and evaluates one model on one LRA task.
       --config.train_steps=100 --workdir=runs/try
 
 `--task` picks `configs/<task>.py`, `--preset` its setting (`ponet`: the PoNet
-paper's; `lra`: the original LRA one); any field can then be overridden with
+paper's; `lra`: the original LRA one), `--schedule` another learning-rate
+schedule with its own optimiser fields; any field can then be overridden with
 `--config.FIELD=VALUE`.
 
 The run checkpoints into its workdir; the same command with the same
@@ -36,6 +37,10 @@ flags.DEFINE_enum('task', 'listops', list(tasks.TASKS), 'The LRA task.')
 flags.DEFINE_enum('model', 'ponet', list(models.MIXERS), 'The token mixer.')
 flags.DEFINE_enum('preset', 'ponet', list(base.PRESETS),
                   'ponet: the PoNet paper setting; lra: the original LRA one.')
+flags.DEFINE_enum('schedule', None, list(base.SCHEDULES),
+                  'Learning-rate schedule; default: the preset\'s. Sets '
+                  'config.schedule and exactly the optimiser fields it uses '
+                  '(one_cycle: b1_max, b1_min; rsqrt, cosine: b1).')
 flags.DEFINE_string('workdir', None,
                     'Output directory; default: a new folder under runs/. '
                     'A workdir holding checkpoints of the same config '
@@ -79,6 +84,8 @@ def parse_flags(argv):
   try:
     FLAGS(argv, known_only=True)
     config = tasks.get_config(FLAGS.task, FLAGS.preset, FLAGS.model)
+    if FLAGS.schedule:
+      base.set_schedule(config, FLAGS.schedule)
     check_overrides(argv, config)
     config_flags.DEFINE_config_dict('config', config)
     return FLAGS(argv)

@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 import tasks
+from configs import base
 from lra_ponet import checkpoint
 from lra_ponet import input_pipeline
 from lra_ponet import models
@@ -32,53 +33,72 @@ from lra_ponet import parallel
 from lra_ponet import tensorboard as tensorboard_lib
 from lra_ponet.errors import UserError
 
-SCHEDULES = ('one_cycle', 'rsqrt', 'cosine')
+def one_cycle(warmup_steps: int, total_steps: int, *, start: float,
+              middle: float, end: float):
+  """PyTorch's OneCycleLR (linear anneal, three_phase=False) by update index.
 
+  Update k (from 0) runs at `last_epoch = k`, with pct_start = warmup_steps /
+  total_steps: start -> middle over k = 0 .. warmup_steps - 1, then middle ->
+  end over k = warmup_steps - 1 .. total_steps - 1.
+  """
+  rise_end, fall_end = warmup_steps - 1, total_steps - 1
 
-def one_cycle(peak: float, warmup_steps: int, total_steps: int, *,
-              start: float, middle: float, end: float):
-  """Linear start -> middle over warm-up, then middle -> end at the last step."""
-  return optax.join_schedules(
-      [optax.linear_schedule(start, middle, warmup_steps),
-       optax.linear_schedule(middle, end, total_steps - warmup_steps)],
-      [warmup_steps])
+  def anneal(low, high, step, first, last):
+    # Weights from exact integer differences keep float32 accurate near
+    # either end (low + (high - low) * pct loses a tiny end value).
+    length = max(last - first, 1)  # A zero-length phase is never used.
+    return ((last - step) * low + (step - first) * high) / length
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.where(step <= rise_end,
+                     anneal(start, middle, step, 0, rise_end),
+                     anneal(middle, end, step, rise_end, fall_end))
+
+  return schedule
 
 
 def learning_rate_schedule(config):
-  """The learning rate at each step, for `config.schedule`.
+  """The learning rate of update k (from 0), for `config.schedule`.
 
   one_cycle: the PoNet paper's PyTorch OneCycleLR (linear): peak/25 rising to
-  the peak at the end of warm-up, then down to peak/(25 * 10^4).
-  rsqrt and cosine: the original LRA schedules, a product of a linear warm-up
-  `min(1, step / warmup)` with `1 / sqrt(max(step, warmup))` or a half-cosine.
+  the peak at update warmup_steps - 1, then down to peak/(25 * 10^4) at the
+  last update.
+  rsqrt and cosine: the original LRA code's product of factors, `min(1, k /
+  warmup)` times `1 / sqrt(max(k, warmup))` or, for cosine, the cyclic
+  `max(0, 0.5 * (1 + cos(pi * (p % 1))))` with p = max(0, (k - warmup) /
+  train_steps): LRA's cycle is num_train_steps, so the rate does not reach 0
+  at the last update.
   """
   peak, warmup = config.learning_rate, config.warmup_steps
   total = config.train_steps
   if config.schedule == 'one_cycle':
-    return one_cycle(peak, warmup, total, start=peak / 25, middle=peak,
+    return one_cycle(warmup, total, start=peak / 25, middle=peak,
                      end=peak / (25 * 1e4))
 
   def lra_schedule(step):
     step = jnp.asarray(step, jnp.float32)
-    warm = jnp.minimum(1.0, step / max(warmup, 1))
+    rate = peak * jnp.minimum(1.0, step / warmup)
     if config.schedule == 'rsqrt':
-      return peak * warm / jnp.sqrt(jnp.maximum(step, warmup))
-    progress = jnp.clip((step - warmup) / max(total - warmup, 1), 0.0, 1.0)
-    return peak * warm * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+      return rate / jnp.sqrt(jnp.maximum(step, warmup))
+    progress = jnp.maximum(0.0, (step - warmup) / total)
+    return rate * jnp.maximum(
+        0.0, 0.5 * (1.0 + jnp.cos(jnp.pi * (progress % 1.0))))
 
   return lra_schedule
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW; under one_cycle beta1 cycles 0.95 -> 0.85 -> 0.95 like OneCycleLR.
+  """AdamW; under one_cycle beta1 cycles b1_max -> b1_min -> b1_max.
 
   A mixer may put parameters in groups with their own peak learning rate (on
   the same schedule) and weight decay, see `_grouped`.
   """
-  b1 = config.b1
+  b1 = config.get('b1')
   if config.schedule == 'one_cycle':
-    b1 = one_cycle(config.b1, config.warmup_steps, config.train_steps,
-                   start=0.95, middle=0.85, end=0.95)
+    b1 = one_cycle(config.warmup_steps, config.train_steps,
+                   start=config.b1_max, middle=config.b1_min,
+                   end=config.b1_max)
 
   def adamw(peak, weight_decay):
     peak_config = ml_collections.ConfigDict(config.to_dict())
@@ -125,11 +145,68 @@ def _grouped(config, adamw):
           label, params))
 
 
+def injected_hyperparams(opt_state) -> dict:
+  """AdamW's hyperparameters as of the last update (the rates it used).
+
+  With parameter groups, those of the default group (the top-level config).
+  """
+  if hasattr(opt_state, 'inner_states'):  # optax.multi_transform.
+    opt_state = opt_state.inner_states['default'].inner_state
+  if not hasattr(opt_state, 'hyperparams'):  # The chain with clipping.
+    opt_state = opt_state[-1]
+  return opt_state.hyperparams
+
+
+def _check_schedule(config):
+  schedule, warmup = config.schedule, config.warmup_steps
+  for field, owners in base.SCHEDULE_FIELDS.items():
+    if (field in config) != (schedule in owners):
+      state = 'is not used by' if field in config else 'is needed by'
+      raise UserError(
+          f'config.{field} {state} the {schedule} schedule; pick a schedule '
+          f'with --schedule={schedule}, which sets exactly its fields')
+  if warmup < 0:
+    raise UserError(f'config.warmup_steps must be >= 0, got {warmup}')
+  if schedule != 'one_cycle' and warmup == 0:
+    raise UserError(f'the {schedule} schedule needs config.warmup_steps >= 1 '
+                    '(LRA\'s linear warm-up divides by it: 0 gives a NaN '
+                    'learning rate at step 0)')
+  # The LRA schedules accept a warm-up longer than training (LRA's own
+  # retrieval config has 8,000 of 5,000); the one-cycle schedule does not.
+  if schedule == 'one_cycle' and (warmup == 1
+                                  or warmup > config.train_steps):
+    raise UserError(f'config.warmup_steps ({warmup}) must be 0 or 2 .. '
+                    f'config.train_steps ({config.train_steps}) under '
+                    'one_cycle (OneCycleLR divides by warmup_steps - 1)')
+
+
+def _check_model(config, info):
+  """Builds the model and one forward pass abstractly (no arrays, seconds).
+
+  A bad mixer argument fails here, before any data is loaded or generated.
+  """
+  def forward():
+    model = models.build_model(
+        config.model, info, config.padded_len,
+        rngs=nnx.Rngs(params=0, dropout=1, mixer=2))
+    shape = (1, 2, config.padded_len) if info.paired else (
+        1, config.padded_len)
+    tokens = jnp.ones(shape, jnp.int32)
+    return model(tokens, tokens > 0)
+
+  try:
+    jax.eval_shape(forward)
+  except (ValueError, TypeError, ZeroDivisionError) as error:
+    message = (str(error).strip().splitlines() or [''])[0]
+    raise UserError(f'config.model ({config.model.name}): '
+                    f'{message}') from None
+
+
 def validate_config(config):
   """Catches impossible settings before any data is loaded or compiled."""
-  if config.schedule not in SCHEDULES:
+  if config.schedule not in base.SCHEDULES:
     raise UserError(f'unknown schedule {config.schedule!r}; use one of '
-                    f'{", ".join(SCHEDULES)}')
+                    f'{", ".join(base.SCHEDULES)}')
   models.validate_config(config, tasks.get_task(config.task).INFO)
   for field in ('max_len', 'padded_len', 'batch_size', 'eval_batch_size',
                 'train_steps', 'eval_every', 'log_every', 'checkpoint_every',
@@ -140,22 +217,18 @@ def validate_config(config):
     raise UserError(f'config.padded_len ({config.padded_len}) is shorter than '
                     f'config.max_len ({config.max_len}); set padded_len >= '
                     'max_len')
-  if config.warmup_steps < 0:
-    raise UserError(f'config.warmup_steps must be >= 0, got '
-                    f'{config.warmup_steps}')
-  # The LRA schedules accept a warm-up longer than training (LRA's own
-  # retrieval config has 8,000 of 5,000); the one-cycle schedule does not.
-  if (config.schedule == 'one_cycle'
-      and config.warmup_steps > config.train_steps):
-    raise UserError(f'config.warmup_steps ({config.warmup_steps}) exceeds '
-                    f'config.train_steps ({config.train_steps}); the one_cycle '
-                    'schedule needs warmup_steps <= train_steps')
+  _check_schedule(config)
   if config.model.dim % config.model.num_heads:
     raise UserError(f'config.model.dim ({config.model.dim}) must be divisible '
                     f'by config.model.num_heads ({config.model.num_heads})')
-  if config.model.dtype not in ('float32', 'bfloat16', 'float16'):
-    raise UserError(f'config.model.dtype {config.model.dtype!r}: use float32, '
-                    'bfloat16 or float16')
+  if config.model.dtype == 'float16':
+    raise UserError('config.model.dtype float16 cannot be trained here: it '
+                    'needs dynamic loss scaling, which this trainer does not '
+                    'do; use bfloat16 or float32')
+  if config.model.dtype not in ('float32', 'bfloat16'):
+    raise UserError(f'config.model.dtype {config.model.dtype!r}: use float32 '
+                    'or bfloat16')
+  _check_model(config, tasks.get_task(config.task).INFO)
 
 
 def masks_zero_tokens(config, info) -> bool:
@@ -190,8 +263,10 @@ def _mask(inputs, mask_zero_tokens: bool):
 def make_train_step(graphdef, mask_zero_tokens: bool):
   """`train_step(state, batch) -> (state, metrics)`, pure; jit it.
 
-  The metrics include the global gradient norm, so that the loop can stop at
-  a non-finite loss or gradient.
+  The metrics include the global gradient norm and whether every updated
+  parameter is finite, so that the loop can stop at a non-finite value, and
+  the learning rate and beta1 this update used (the optimizer's injected
+  hyperparameters).
   """
 
   def train_step(state, batch):
@@ -208,9 +283,14 @@ def make_train_step(graphdef, mask_zero_tokens: bool):
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
     accuracy = (logits.argmax(-1) == batch['label']).mean()
+    used = injected_hyperparams(optimizer.opt_state)
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
     return nnx.state((model, optimizer)), {
         'loss': loss, 'accuracy': accuracy,
-        'grad_norm': optax.tree.norm(grads)}
+        'grad_norm': optax.tree.norm(grads),
+        'params_finite': jnp.all(jnp.stack(
+            [jnp.isfinite(x).all() for x in params])),
+        'learning_rate': used['learning_rate'][...], 'b1': used['b1'][...]}
 
   return train_step
 
@@ -255,7 +335,10 @@ def write_json(path, payload):
 
 
 class NonFiniteError(UserError):
-  """The loss or gradient became NaN or infinite; that state was not saved."""
+  """A loss, gradient or updated parameter became NaN or infinite.
+
+  The state of that step was not saved.
+  """
 
 
 class Interrupted(Exception):
@@ -308,22 +391,28 @@ class StopRequests:
 
 
 def _add_to_window(window, fetched_metrics, first_step: int, checkpoints):
-  """Sums fetched step metrics into window; stops at a non-finite one."""
+  """Sums fetched step metrics into window; stops at a non-finite one.
+
+  Returns the learning rate of the last step.
+  """
   for step, fetched in enumerate(fetched_metrics, start=first_step):
     loss, grad_norm = float(fetched['loss']), float(fetched['grad_norm'])
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)
+            and fetched['params_finite']):
       latest = checkpoints.latest_step()
       kept = (f'the last good checkpoint, step {latest}, is kept in '
               f'{checkpoints.directory / str(latest)}' if latest is not None
               else 'no checkpoint had been saved yet')
+      params = 'finite' if fetched['params_finite'] else 'not finite'
       raise NonFiniteError(
-          f'non-finite training loss or gradient at step {step} (loss '
-          f'{loss}, gradient norm {grad_norm}); the run stopped and {kept}; '
-          'a lower learning_rate or a grad_clip_norm may help (in a new '
-          '--workdir)')
+          f'non-finite training loss, gradient or updated parameters at step '
+          f'{step} (loss {loss}, gradient norm {grad_norm}, parameters '
+          f'{params}); the run stopped and {kept}; a lower learning_rate or '
+          'a grad_clip_norm may help (in a new --workdir)')
     window['loss'] += loss
     window['accuracy'] += float(fetched['accuracy'])
     window['steps'] += 1
+  return float(fetched_metrics[-1]['learning_rate'])
 
 
 def _new_progress():
@@ -331,7 +420,28 @@ def _new_progress():
   return {'records': [],  # One per evaluation: the lines of metrics.jsonl.
           'best': {'accuracy': -1.0, 'step': 0},
           # Train-metric sums since the last evaluation.
-          'window': {'loss': 0.0, 'accuracy': 0.0, 'steps': 0}}
+          'window': {'loss': 0.0, 'accuracy': 0.0, 'steps': 0},
+          # Summed over every invocation of the run (resumes included): timed
+          # training steps, their seconds (first interval of each invocation
+          # left out: it compiles) and wall time up to the latest checkpoint.
+          'timing': {'train_seconds': 0.0, 'timed_steps': 0,
+                     'wall_seconds': 0.0}}
+
+
+def _speed(timing) -> float:
+  """Steps per second over every timed interval; 0 until one exists."""
+  if not timing['train_seconds']:
+    return 0.0
+  return timing['timed_steps'] / timing['train_seconds']
+
+
+def _finished_results(workdir, start: int, config):
+  """The stored results of a run that already finished, or None."""
+  path = workdir / 'results.json'
+  if start < config.train_steps or not path.exists():
+    return None
+  print(f'{workdir} holds a finished run; its results.json is unchanged')
+  return json.loads(path.read_text(encoding='utf-8'))
 
 
 def _write_metrics(workdir, records):
@@ -353,9 +463,11 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
   and results.json into workdir and returns the results. If workdir holds
   checkpoints of the same config the run resumes from the latest and ends as
   the uninterrupted run would have; a workdir of another config is refused
-  unless `overwrite`, which starts afresh. With `tensorboard`, the records of
-  metrics.jsonl also go to TensorBoard event files in workdir/tensorboard. Raises NonFiniteError at a NaN or
-  infinite loss or gradient, and Interrupted on SIGINT or SIGTERM once a
+  unless `overwrite`, which starts afresh; a finished run's stored results
+  are returned untouched. With `tensorboard`, the records of metrics.jsonl
+  also go to TensorBoard event files in workdir/tensorboard. Raises
+  NonFiniteError at a NaN or infinite loss, gradient or updated parameter,
+  and Interrupted on SIGINT or SIGTERM once a
   checkpoint is saved.
   """
   start_time = time.time()
@@ -390,7 +502,6 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
   eval_step = jax.jit(make_eval_step(eval_graphdef, mask_zero_tokens),
                       in_shardings=(replicated, batch_sharded),
                       out_shardings=replicated)
-  schedule = learning_rate_schedule(config)
 
   def put(batch):
     return parallel.put_batch(batch, batch_sharded)
@@ -408,6 +519,11 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
       start, state, best_model, progress = restored
       print(f'Resuming from step {start} of {config.train_steps} '
             f'({checkpoints.directory / str(start)})')
+    finished = _finished_results(workdir, start, config)
+    if finished:
+      return finished
+    timing = progress.setdefault('timing', _new_progress()['timing'])
+    wall_before = timing['wall_seconds']
     if is_writer:
       # Drops the lines an interrupted run wrote after its last checkpoint.
       _write_metrics(workdir, progress['records'])
@@ -416,8 +532,6 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
         input_pipeline.train_batches(data.train, config.batch_size,
                                      config.seed, start_step=start), put)
     window, best = progress['window'], progress['best']
-    # Zero until a timed interval exists (none when resuming a finished run).
-    train_seconds, timed_steps, steps_per_second = 0.0, 0, 0.0
     pending = []
     tick = time.perf_counter()
     with tqdm(total=config.train_steps, initial=start, unit='step',
@@ -436,15 +550,15 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
           continue
         # Fetching is the only host sync, so non-finite values are caught
         # here, before anything is evaluated or saved.
-        _add_to_window(window, jax.device_get(pending),
-                       step - len(pending) + 1, checkpoints)
+        learning_rate = _add_to_window(window, jax.device_get(pending),
+                                       step - len(pending) + 1, checkpoints)
         now = time.perf_counter()
         # The first interval includes compilation; it is not a training speed.
         if step - len(pending) > start:
-          train_seconds += now - tick
-          timed_steps += len(pending)
+          timing['train_seconds'] += now - tick
+          timing['timed_steps'] += len(pending)
         progress_bar.update(len(pending))
-        steps_per_second = timed_steps / train_seconds if train_seconds else 0.0
+        steps_per_second = _speed(timing)
         pending = []
         progress_bar.set_postfix(
             loss=f'{window["loss"] / window["steps"]:.4f}',
@@ -459,7 +573,8 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
               'train_accuracy': window['accuracy'] / window['steps'],
               'val_loss': validation['loss'],
               'val_accuracy': validation['accuracy'],
-              'learning_rate': float(schedule(step - 1)),
+              # The rate of this step's update (index step - 1, from 0).
+              'learning_rate': learning_rate,
               'steps_per_second': steps_per_second})
           if is_writer:
             _write_metrics(workdir, progress['records'])
@@ -474,6 +589,7 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
               f'val_acc {validation["accuracy"]:.4f} (best '
               f'{best["accuracy"]:.4f} at step {best["step"]})')
         if saving:
+          timing['wall_seconds'] = wall_before + time.time() - start_time
           checkpoints.save(step, state, best_model, progress)
         if stopping:
           raise Interrupted(
@@ -498,8 +614,8 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
       'test_accuracy': test['accuracy'],
       'test_loss': test['loss'],
       'train_steps': config.train_steps,
-      'steps_per_second': steps_per_second,
-      'wall_seconds': time.time() - start_time,
+      'steps_per_second': _speed(timing),
+      'wall_seconds': wall_before + time.time() - start_time,
       'device': device_description(),
       'data_source': data.source,
       'data_notes': data.notes,

@@ -1,6 +1,13 @@
-"""Shared fixtures: an isolated cache and tiny ListOps data in release format."""
+"""Shared fixtures: an isolated cache and tiny ListOps data in release format.
+
+The suite runs on the CPU whatever accelerator the machine has: its tolerances,
+device counts and memory figures are the CPU's. Set before JAX is imported, the
+variable reaches every subprocess too.
+"""
 
 import os
+
+os.environ['JAX_PLATFORMS'] = 'cpu'
 import subprocess
 import sys
 
@@ -39,6 +46,6 @@ def run_cli(*args, module='lra_ponet.run', cache=None, timeout=300):
 TINY_LISTOPS = ('--config.max_len=256', '--config.padded_len=256',
                 '--config.batch_size=4', '--config.eval_batch_size=8',
                 '--config.train_steps=4', '--config.eval_every=2',
-                '--config.warmup_steps=1', '--config.model.num_layers=1',
+                '--config.warmup_steps=2', '--config.model.num_layers=1',
                 '--config.model.dim=16', '--config.model.mlp_dim=32',
                 '--config.model.segment_num=8')

@@ -11,11 +11,13 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
 from absl import flags
 
+import tasks
 from lra_ponet import bench
 from lra_ponet import plot
 from lra_ponet import report
@@ -58,6 +60,7 @@ def test_tiny_sweep_records_every_cell(tiny_sweep):
     assert cell.status == 'ok', cell.reason
     assert cell.ms_min <= cell.ms_median <= cell.ms_max
     assert cell.steps_per_s == pytest.approx(1000 / cell.ms_median)
+    assert cell.batch_size == 1  # Batch and pair factors: see below.
     assert cell.tokens_per_s == pytest.approx(cell.length * cell.steps_per_s)
     assert cell.flops_per_step > 0 and cell.tflops_per_s > 0
     assert cell.compile_s > 0 and cell.plan_temp_bytes > 0
@@ -112,6 +115,24 @@ def test_timeout_is_recorded_and_a_continued_sweep_remembers_it(tmp_path):
   with pytest.raises(bench.UserError, match=r'\(differing: steps\)'):
     bench.earlier_rows(tmp_path / 'bench_cpu.csv', 'split',
                        {'task': 'listops', 'steps': 3})
+
+
+def test_tokens_per_second_counts_every_example_and_both_documents():
+  # In this process: a Retrieval cell at batch 3, 2 x 32 tokens per example.
+  cell = {'task': 'retrieval', 'preset': 'ponet', 'model': 'fnet',
+          'attention': '', 'dtype': 'float32', 'length': 32,
+          'batch_size': 3, 'memory_cap_bytes': None, 'warmup': 2,
+          'steps': 3}
+  tick = time.perf_counter()
+  result = bench.measure(cell)
+  elapsed = time.perf_counter() - tick
+  assert result['status'] == 'ok'
+  assert result['ms_min'] <= result['ms_median'] <= result['ms_max']
+  # The timed steps fit in the time the call took.
+  assert 3 * result['ms_min'] / 1000 < elapsed
+  assert result['steps_per_s'] == pytest.approx(1000 / result['ms_median'])
+  assert result['tokens_per_s'] == pytest.approx(
+      3 * 2 * 32 * result['steps_per_s'])
 
 
 def test_cell_error_is_one_line():
@@ -222,30 +243,54 @@ def test_report_tables_from_fixture(tmp_path):
   assert 'sweep 20250101T000000Z-1' in every
 
 
-def _write_run(runs_dir, name, seed, accuracy, train_steps):
+def _write_run(runs_dir, name, accuracy, source='LRA release files /d',
+               task='listops', **changes):
+  config = tasks.get_config(task).to_dict()
+  for field, value in changes.items():
+    config[field] = value
   run = runs_dir / name
   run.mkdir(parents=True)
   (run / 'results.json').write_text(json.dumps({
-      'task': 'listops', 'model': 'ponet', 'test_accuracy': accuracy,
-      'best_val_accuracy': accuracy, 'data_source': 'generated',
-      'mean_over': 'padded_length', 'train_steps': train_steps,
-      'device': '1 x cpu (cpu)',
-      'config': {'seed': seed, 'preset': 'ponet',
-                 'official_pixel_quirks': False}}))
+      'task': task, 'model': 'ponet', 'test_accuracy': accuracy,
+      'best_val_accuracy': accuracy, 'data_source': source,
+      'mean_over': 'padded_length', 'train_steps': config['train_steps'],
+      'device': '1 x cpu (cpu)', 'config': config}))
+  return report.config_hash(config)
 
 
-def test_accuracy_table(tmp_path):
+def _row(text, digest):
+  (line,) = [line for line in text.splitlines() if f'| {digest} |' in line]
+  return line
+
+
+def test_accuracy_table_groups_by_config_and_publishes_only_like_runs(
+    tmp_path):
   runs = tmp_path / 'runs'
-  _write_run(runs, 'listops_ponet_0', 0, 0.37, 5000)
-  _write_run(runs, 'listops_ponet_1', 1, 0.39, 5000)
-  _write_run(runs, 'listops_ponet_short', 0, 0.20, 300)
+  paper = _write_run(runs, 'seed0', 0.37, seed=0)
+  assert _write_run(runs, 'seed1', 0.39, seed=1) == paper
+  high_lr = _write_run(runs, 'high_lr', 0.15, learning_rate=1e-2)
+  short = _write_run(runs, 'short', 0.20, train_steps=300)
+  generated = _write_run(runs, 'generated', 0.30, seed=2, data_seed=1,
+                         source='generated with the official LRA ListOps '
+                         'algorithm, seed 1')
+  quirks = _write_run(runs, 'pathfinder', 0.70, task='pathfinder',
+                      official_pixel_quirks=True)
   text = report.accuracy_report(runs)
-  assert ('| listops | ponet | ponet | 5,000 | 2 (seeds 0, 1) | 38.00 ± 1.41 '
-          '| 38.00 ± 1.41 | 37.80 | generated | off | padded_length | '
-          '1 x cpu (cpu) |') in text
-  # A shortened run is never set beside the published number.
-  assert ("| 300 | 1 (seeds 0) | 20.00 | 20.00 | — (300 of the preset's "
-          '5,000 steps) |') in text
+  assert len({paper, high_lr, short, generated, quirks}) == 5
+  assert ('| 5,000 | 2 (seeds 0, 1) | 38.00 ± 1.41 | 38.00 ± 1.41 | 37.80 | '
+          'LRA release files /d | off |') in _row(text, paper)
+  # Another learning rate is another row, never averaged in or published.
+  assert ('| 1 (seeds 0) | 15.00 | 15.00 | — (not the published setting: '
+          'learning_rate 0.01 (published 0.0001)) |') in _row(text, high_lr)
+  assert ('— (not the published setting: train_steps 300 (published '
+          '5000)) |') in _row(text, short)
+  assert '— (generated data, not the LRA release) |' in _row(text, generated)
+  assert "— (neither split order here is the published runs' split" in _row(
+      text, quirks)
+  # Pixel 0 as a real token is not the published switch.
+  no_quirks = _write_run(runs, 'pathfinder_fixed', 0.70, task='pathfinder')
+  assert ('official_pixel_quirks False (published True)' in
+          _row(report.accuracy_report(runs), no_quirks))
   assert 'Published (PoNet paper Table 1' in text
   assert 'No runs found' in report.accuracy_report(tmp_path / 'none')
 

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 import tasks
 from lra_ponet import checkpoint
@@ -236,9 +237,12 @@ def test_four_devices_match_one_device(env, reference, tmp_path):
   assert 'on 4 x cpu' in four.stdout
   got, want = metrics(tmp_path / 'four'), metrics(reference)
   assert evaluated_steps(tmp_path / 'four') == [6, 12, 18, 24]
-  for name in ('train_loss', 'val_loss', 'learning_rate'):
+  # Losses, not the learning rate: that depends on the step alone.
+  for name in ('train_loss', 'val_loss'):
     np.testing.assert_allclose([record[name] for record in got],
                                [record[name] for record in want], rtol=1e-5)
+  assert results(tmp_path / 'four')['test_loss'] == pytest.approx(
+      results(reference)['test_loss'], rel=1e-5)
   for got_array, want_array in zip(final_arrays(tmp_path / 'four'),
                                    final_arrays(reference), strict=True):
     np.testing.assert_allclose(got_array, want_array, rtol=1e-4, atol=1e-6)
@@ -293,18 +297,128 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   config = tiny_config(env, log_every=20, eval_every=20, train_steps=20,
                        checkpoint_every=5)
   with pytest.raises(train.NonFiniteError,
-                     match=r'non-finite training loss or gradient at step 12 '
-                     r'.*the last good checkpoint, step 10, is kept'):
+                     match=r'non-finite training loss, gradient or updated '
+                     r'parameters at step 12 .*the last good checkpoint, step '
+                     r'10, is kept'):
     train.train_and_evaluate(config, tmp_path)
   assert steps_saved(tmp_path) == [5, 10]
+  _assert_latest_is_finite(config, tmp_path, step=10)
+
+
+def _assert_latest_is_finite(config, workdir, step):
   _, _, state = train.create_train_state(config, tasks.get_task('listops').INFO)
-  saved = checkpoint.Checkpoints(tmp_path, keep=3)
-  step, state, _, progress = saved.restore_latest(state, state[0])
+  saved = checkpoint.Checkpoints(workdir, keep=3)
+  latest, state, _, progress = saved.restore_latest(state, state[0])
   saved.close()
-  assert step == 10 and progress['window']['steps'] == 10
+  assert latest == step and progress['window']['steps'] == step
   for leaf in jax.tree.leaves(state):
     if jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating):
       assert np.isfinite(leaf).all()
+
+
+def test_nan_parameters_after_a_finite_step_are_caught_before_saving(
+    env, tmp_path, monkeypatch):
+  # Update 9 (step 10, a checkpoint step) runs at a NaN learning rate: its
+  # loss and gradient are finite, the parameters it writes are not.
+  monkeypatch.setenv('LRA_PONET_CACHE', env['LRA_PONET_CACHE'])
+  schedule = train.learning_rate_schedule
+  monkeypatch.setattr(train, 'learning_rate_schedule', lambda config: (
+      lambda k: jax.numpy.where(k == 9, np.nan, schedule(config)(k))))
+  config = tiny_config(env, log_every=5, eval_every=20, train_steps=20,
+                       checkpoint_every=5)
+  with pytest.raises(train.NonFiniteError,
+                     match=r'at step 10 \(loss [0-9.]+, gradient norm '
+                     r'[0-9.]+, parameters not finite\).*last good '
+                     r'checkpoint, step 5, is kept'):
+    train.train_and_evaluate(config, tmp_path)
+  assert steps_saved(tmp_path) == [5]
+  _assert_latest_is_finite(config, tmp_path, step=5)
+
+
+class FakeClock:
+  """Stands in for train's `time` module: each call advances by `tick`."""
+
+  def __init__(self):
+    self.now, self.tick, self.calls = 0.0, 1.0, []
+
+  def _advance(self):
+    self.now += self.tick
+    self.calls.append(self.now)
+    return self.now
+
+  def time(self):
+    return self._advance()
+
+  def perf_counter(self):
+    return self._advance()
+
+
+def test_timing_adds_up_over_resumes_and_a_finished_rerun_changes_nothing(
+    env, tmp_path, monkeypatch):
+  monkeypatch.setenv('LRA_PONET_CACHE', env['LRA_PONET_CACHE'])
+  clock = FakeClock()
+  monkeypatch.setattr(train, 'time', clock)
+
+  def stop_at_4(stops, step, checkpoints):
+    del checkpoints
+    if step == 4 and clock.tick == 1.0:
+      stops.signum = signal.SIGTERM
+    return stops.signum is not None
+
+  monkeypatch.setattr(train.StopRequests, 'requested', stop_at_4)
+  config = tiny_config(env, log_every=1, eval_every=4, train_steps=8,
+                       checkpoint_every=4)
+  with pytest.raises(train.Interrupted):
+    train.train_and_evaluate(config, tmp_path)
+  # Every clock call here is one tick: the first invocation's wall time runs
+  # from its first call to its last (the save at step 4).
+  first_wall = clock.calls[-1] - clock.calls[0]
+  clock.tick, resumed_from = 3.0, len(clock.calls)
+  done = train.train_and_evaluate(config, tmp_path)
+  second_wall = clock.calls[-1] - clock.calls[resumed_from]
+  assert done['wall_seconds'] == first_wall + second_wall
+  # Steps 2-4 and 6-8 are timed (each invocation's first interval compiles),
+  # one tick per step: 3 steps in 3 s, then 3 steps in 9 s.
+  assert done['steps_per_second'] == pytest.approx(6 / 12)
+  stored = (tmp_path / 'results.json').read_bytes()
+  assert train.train_and_evaluate(config, tmp_path) == json.loads(stored)
+  assert (tmp_path / 'results.json').read_bytes() == stored
+
+
+def test_test_accuracy_uses_the_best_validation_parameters(
+    env, tmp_path, monkeypatch):
+  # 12 test examples in batches of 5: the last batch holds 2.
+  monkeypatch.setenv('LRA_PONET_CACHE', env['LRA_PONET_CACHE'])
+  evaluate, calls = train.evaluate, []
+
+  def validation_peaks_at_step_4(eval_step, state, split, batch_size, put):
+    calls.append(batch_size)
+    if len(calls) <= 4:  # Validation at steps 2, 4, 6, 8; then test.
+      return {'loss': 1.0, 'accuracy': [0.5, 0.9, 0.2, 0.1][len(calls) - 1]}
+    return evaluate(eval_step, state, split, batch_size, put)
+
+  monkeypatch.setattr(train, 'evaluate', validation_peaks_at_step_4)
+  config = tiny_config(env, eval_every=2, train_steps=8, checkpoint_every=4,
+                       eval_batch_size=5)
+  done = train.train_and_evaluate(config, tmp_path)
+  assert (done['best_step'], done['best_val_accuracy']) == (4, 0.9)
+
+  info = tasks.get_task('listops').INFO
+  _, eval_graphdef, state = train.create_train_state(config, info)
+  saved = checkpoint.Checkpoints(tmp_path, keep=3)
+  state, _, _ = saved.restore(4, state, state[0])
+  saved.close()
+  model, _ = nnx.merge(eval_graphdef, state)
+  test = tasks.get_task('listops').load(config).test
+  assert len(test.labels) == 12
+  inputs = jax.numpy.asarray(test.inputs, jax.numpy.int32)
+  logits = np.asarray(model(inputs, inputs != 0))
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  labels = np.asarray(test.labels)
+  assert done['test_accuracy'] == pytest.approx(
+      (logits.argmax(-1) == labels).mean(), abs=1e-9)
+  assert done['test_loss'] == pytest.approx(
+      -log_probs[np.arange(12), labels].mean(), rel=1e-5)
 
 
 def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):

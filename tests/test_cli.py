@@ -6,6 +6,7 @@ import pytest
 
 from conftest import TINY_LISTOPS, run_cli
 from lra_ponet import models
+from test_train import torch_one_cycle
 
 RESULT_KEYS = {'task', 'model', 'num_params', 'best_val_accuracy',
                'test_accuracy', 'train_steps', 'steps_per_second',
@@ -23,12 +24,24 @@ def test_trains_and_tests_each_model(model, tiny_listops_dir, tmp_path):
   assert RESULT_KEYS <= set(results)
   assert (results['task'], results['model']) == ('listops', model)
   assert results['train_steps'] == 4 and results['num_params'] > 0
-  assert 0.0 <= results['test_accuracy'] <= 1.0
   assert results['config']['model']['name'] == model
   assert results['config']['padded_len'] == 256
+  assert (results['config']['b1_max'], results['config']['b1_min']) == (
+      0.95, 0.85) and 'b1' not in results['config']
   metrics = [json.loads(line) for line in
              (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert [m['step'] for m in metrics] == [2, 4]
+  # Steps 2 and 4 are updates 1 and 3 of OneCycleLR (warm-up 2 of 4).
+  assert [m['learning_rate'] for m in metrics] == pytest.approx(
+      [torch_one_cycle(k, 4, 0.5, 4e-6, 1e-4, 4e-10) for k in (1, 3)],
+      rel=1e-5)
+  best = max(m['val_accuracy'] for m in metrics)
+  assert results['best_val_accuracy'] == best
+  assert results['best_step'] == next(
+      m['step'] for m in metrics if m['val_accuracy'] == best)
+  # 16 validation and 16 test examples: accuracies count whole examples.
+  for accuracy in (best, results['test_accuracy']):
+    assert 0 <= accuracy <= 1 and (accuracy * 16).is_integer()
   assert json.loads((workdir / 'config.json').read_text())['batch_size'] == 4
   assert 'test accuracy' in done.stdout
   assert 'steps_per_s' in done.stderr  # The progress bar.
@@ -44,6 +57,14 @@ def test_trains_and_tests_each_model(model, tiny_listops_dir, tmp_path):
     (('--config.padded_len=100',), 'padded_len (100) is shorter'),
     (('--config.max_len=0',), 'max_len must be positive'),
     (('--config.schedule=linear',), "unknown schedule 'linear'"),
+    # Fails before the 100,000 ListOps examples would be generated.
+    (('--config.model.segment_num=0',),
+     'config.model (ponet): segment_num must be positive, got 0'),
+    (('--config.schedule=rsqrt',), 'config.b1 is needed by the rsqrt '
+     'schedule; pick a schedule with --schedule=rsqrt'),
+    # --schedule sets rsqrt's own fields, so the warm-up check is next.
+    (('--schedule=rsqrt', '--config.warmup_steps=0'),
+     'the rsqrt schedule needs config.warmup_steps >= 1'),
 ])
 def test_bad_input_gets_one_line_and_nonzero_exit(args, message):
   done = run_cli(*args)
@@ -53,3 +74,13 @@ def test_bad_input_gets_one_line_and_nonzero_exit(args, message):
   assert lines and lines[-1].startswith('error: ')
   assert message in lines[-1]
   assert 'Traceback' not in done.stderr
+
+
+def test_uncreatable_workdir_gets_one_line(tmp_path):
+  (tmp_path / 'file').write_text('')
+  done = run_cli('--config.max_len=8', '--config.padded_len=8',
+                 f'--workdir={tmp_path}/file/run')
+  assert done.returncode != 0 and 'Traceback' not in done.stderr
+  assert done.stderr.strip().splitlines()[-1] == (
+      f'error: cannot use {tmp_path}/file/run as the workdir: Not a '
+      f'directory ({tmp_path}/file/run); choose another --workdir')

@@ -21,7 +21,7 @@ import lra_files
 pytest.importorskip('tensorflow_datasets')
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ['--model=ponet', '--config.train_steps=2', '--config.warmup_steps=1',
+TINY = ['--model=ponet', '--config.train_steps=2', '--config.warmup_steps=2',
         '--config.eval_every=2', '--config.batch_size=2',
         '--config.eval_batch_size=2', '--config.model.num_layers=1']
 # Two steps of a tiny model need no optimised code, only quick compilation.

@@ -1,13 +1,18 @@
 """Schedules, optimiser and the pure training step."""
 
+import math
+import os
 import threading
 
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 import tasks
+from configs import base
 from configs import listops as listops_config
+from lra_ponet import checkpoint
 from lra_ponet import input_pipeline
 from lra_ponet import train
 from lra_ponet.errors import UserError
@@ -20,35 +25,154 @@ def _config(**overrides):
   return config
 
 
-def test_one_cycle_learning_rate_and_beta1():
-  config = _config(learning_rate=1e-4, warmup_steps=100, train_steps=1000)
+def torch_one_cycle(k, total, pct_start, start, middle, end):
+  """PyTorch OneCycleLR.get_lr (linear, three_phase=False) at last_epoch=k.
+
+  Written from its source: for lr, start = max_lr / div_factor, middle =
+  max_lr, end = start / final_div_factor; for momentum, max -> base -> max.
+  """
+  phases = [(float(pct_start * total) - 1, start, middle),
+            (total - 1, middle, end)]
+  start_step = 0.0
+  for index, (end_step, low, high) in enumerate(phases):
+    if k <= end_step or index == len(phases) - 1:
+      pct = (k - start_step) / (end_step - start_step)
+      return (high - low) * pct + low
+    start_step = end_step
+  raise AssertionError('unreachable')
+
+
+def test_one_cycle_matches_pytorch_on_the_listops_setting():
+  config = _config()
+  assert (config.learning_rate, config.warmup_steps,
+          config.train_steps) == (1e-4, 1000, 5000)
   lr = train.learning_rate_schedule(config)
-  np.testing.assert_allclose([lr(0), lr(50), lr(100), lr(550), lr(1000)],
-                             [4e-6, 5.2e-5, 1e-4, 0.5 * (1e-4 + 4e-10),
-                              4e-10], rtol=1e-5)
-  b1 = train.one_cycle(0.9, 100, 1000, start=0.95, middle=0.85, end=0.95)
-  np.testing.assert_allclose([b1(0), b1(100), b1(1000)], [0.95, 0.85, 0.95])
+  updates = [0, 1, 500, 998, 999, 1000, 1001, 3000, 4998, 4999]
+  np.testing.assert_allclose(
+      [lr(k) for k in updates],
+      [torch_one_cycle(k, 5000, 0.2, 4e-6, 1e-4, 4e-10) for k in updates],
+      rtol=1e-5)
+  # The published reference values, update index -> rate.
+  np.testing.assert_allclose([lr(0), lr(999), lr(1000), lr(4999)],
+                             [4.0e-6, 1.0e-4, 9.9975e-5, 4.0e-10], rtol=1e-5)
+  # beta1: 0.95 -> 0.85 -> 0.95.
+  momentum = train.one_cycle(1000, 5000, start=0.95, middle=0.85, end=0.95)
+  np.testing.assert_allclose(
+      [momentum(k) for k in updates],
+      [torch_one_cycle(k, 5000, 0.2, 0.95, 0.85, 0.95) for k in updates],
+      rtol=1e-6)
 
 
-def test_lra_schedules():
-  rsqrt = train.learning_rate_schedule(
-      _config(schedule='rsqrt', learning_rate=0.05, warmup_steps=100,
-              train_steps=1000))
-  np.testing.assert_allclose([rsqrt(0), rsqrt(50), rsqrt(100), rsqrt(400)],
-                             [0.0, 0.025 / 10, 0.005, 0.05 / 20], rtol=1e-6)
-  cosine = train.learning_rate_schedule(
-      _config(schedule='cosine', learning_rate=1e-3, warmup_steps=100,
-              train_steps=1100))
-  np.testing.assert_allclose([cosine(50), cosine(100), cosine(600),
-                              cosine(1100)], [5e-4, 1e-3, 5e-4, 0.0],
-                             atol=1e-9)
+def test_one_cycle_without_warmup_matches_pytorch():
+  lr = train.learning_rate_schedule(_config(warmup_steps=0, train_steps=10))
+  np.testing.assert_allclose(
+      [lr(k) for k in range(10)],
+      [torch_one_cycle(k, 10, 0.0, 4e-6, 1e-4, 4e-10) for k in range(10)],
+      rtol=1e-5)
 
 
-def test_beta1_cycles_inside_the_optimizer_state():
-  config = _config(warmup_steps=2, train_steps=4, padded_len=16, max_len=16)
-  _, _, state = train.create_train_state(config, listops.INFO)
-  hyperparams = state[1]['opt_state']['hyperparams']
-  assert float(hyperparams['b1'][...]) == pytest.approx(0.95)
+def lra_reference(k, schedule, peak, warmup, train_steps):
+  """LRA's create_learning_rate_scheduler (train_utils.py), in plain Python."""
+  rate = peak * min(1.0, k / warmup)
+  if schedule == 'rsqrt':
+    return rate / math.sqrt(max(k, warmup))
+  # steps_per_cycle = num_train_steps in LRA's train.py.
+  progress = max(0.0, (k - warmup) / float(train_steps))
+  return rate * max(0.0, 0.5 * (1.0 + math.cos(math.pi * (progress % 1.0))))
+
+
+@pytest.mark.parametrize('schedule, peak', [('rsqrt', 0.05),
+                                            ('cosine', 1e-3)])
+def test_lra_schedules_match_the_official_code(schedule, peak):
+  config = _config(learning_rate=peak, warmup_steps=100, train_steps=1100)
+  base.set_schedule(config, schedule)
+  lr = train.learning_rate_schedule(config)
+  updates = [0, 1, 50, 99, 100, 101, 400, 600, 1099]
+  np.testing.assert_allclose(
+      [lr(k) for k in updates],
+      [lra_reference(k, schedule, peak, 100, 1100) for k in updates],
+      rtol=1e-5, atol=1e-12)
+  if schedule == 'cosine':
+    # The cycle is train_steps long, so the last update is not at rate 0.
+    assert float(lr(1099)) == pytest.approx(
+        peak * 0.5 * (1 + math.cos(math.pi * 999 / 1100)), rel=1e-5)
+
+
+def test_each_update_uses_and_reports_the_scheduled_hyperparameters():
+  config = _config(max_len=8, padded_len=8, batch_size=2, train_steps=6,
+                   warmup_steps=3, learning_rate=1e-2, grad_clip_norm=1.0)
+  config.model.update(dim=8, mlp_dim=8, num_layers=1, segment_num=2)
+  graphdef, _, state = train.create_train_state(config, listops.INFO)
+  step = jax.jit(train.make_train_step(graphdef, True))
+  for k, batch in enumerate(_batches(config, 6)):
+    state, metrics = step(state, batch)
+    used = train.injected_hyperparams(
+        nnx.merge(graphdef, state)[1].opt_state)
+    want_lr = torch_one_cycle(k, 6, 0.5, 4e-4, 1e-2, 4e-8)
+    want_b1 = torch_one_cycle(k, 6, 0.5, 0.95, 0.85, 0.95)
+    np.testing.assert_allclose(
+        [metrics['learning_rate'], used['learning_rate'][...]],
+        [want_lr, want_lr], rtol=1e-5)
+    np.testing.assert_allclose([metrics['b1'], used['b1'][...]],
+                               [want_b1, want_b1], rtol=1e-6)
+
+
+def test_schedule_fields_must_match_the_schedule():
+  config = _config(schedule='rsqrt')  # One-cycle fields left behind.
+  with pytest.raises(UserError, match=r'config.b1 is needed by the rsqrt '
+                     r'schedule; pick a schedule with --schedule=rsqrt'):
+    train.validate_config(config)
+  config.b1 = 0.9
+  with pytest.raises(UserError, match='config.b1_max is not used by the '
+                     'rsqrt schedule'):
+    train.validate_config(config)
+  base.set_schedule(config, 'rsqrt')
+  assert 'b1_max' not in config and config.b1 == 0.9
+  train.validate_config(config)
+  base.set_schedule(config, 'one_cycle')
+  assert (config.b1_max, config.b1_min) == (0.95, 0.85) and 'b1' not in config
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(schedule='rsqrt', warmup_steps=0), 'needs config.warmup_steps >= 1'),
+    (dict(schedule='cosine', warmup_steps=0), 'needs config.warmup_steps >= 1'),
+    (dict(warmup_steps=1), r'must be 0 or 2 \.\. config.train_steps'),
+    (dict(warmup_steps=6000), r'must be 0 or 2 \.\. config.train_steps'),
+    ({'model.dtype': 'float16'}, 'needs dynamic loss scaling'),
+    ({'model.segment_num': 0},
+     r'config.model \(ponet\): segment_num must be positive, got 0'),
+])
+def test_impossible_configs_are_refused(changes, message):
+  config = _config()
+  for name, value in changes.items():
+    if name == 'schedule':
+      base.set_schedule(config, value)
+    elif name.startswith('model.'):
+      config.model[name[len('model.'):]] = value
+    else:
+      config[name] = value
+  with pytest.raises(UserError, match=message):
+    train.validate_config(config)
+
+
+def test_bad_model_config_fails_before_any_data(tmp_path, monkeypatch):
+  def no_loading(config):
+    raise AssertionError('data was loaded before the config was checked')
+
+  monkeypatch.setattr(listops, 'load', no_loading)
+  config = _config()
+  config.model.segment_num = 0
+  with pytest.raises(UserError, match='segment_num must be positive'):
+    train.train_and_evaluate(config, tmp_path / 'run')
+  assert not (tmp_path / 'run').exists()
+
+
+def test_unusable_workdir_is_one_clear_error(tmp_path):
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(UserError, match=r'cannot use .*file/run as the '
+                     r'workdir: Not a directory'):
+    checkpoint.prepare_workdir(tmp_path / 'file' / 'run', {}, overwrite=False,
+                               is_writer=True)
 
 
 def _batches(config, count):
@@ -129,3 +253,10 @@ def test_pixel_tasks_refuse_padding(tmp_path):
   config.padded_len = 1100
   with pytest.raises(UserError, match='no padding id'):
     train.train_and_evaluate(config, tmp_path)
+
+
+def test_the_suite_runs_on_the_cpu():
+  # Set by conftest for this process and, through the environment, for every
+  # subprocess a test starts.
+  assert os.environ['JAX_PLATFORMS'] == 'cpu'
+  assert jax.default_backend() == 'cpu'
