@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from baselines import cluster_former
 from baselines import fnet
 from baselines import transformer
 from lra_ponet import ponet
@@ -32,6 +33,7 @@ MIXERS = {
     'ponet': ponet.PoNetMixer,
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
+    'cluster_former': cluster_former.ClusterFormerAttention,
 }
 
 POOLINGS = ('mean', 'cls')

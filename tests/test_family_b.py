@@ -1,0 +1,156 @@
+"""Cluster-Former, DeepPyramidion and LSTR against slow references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import tasks
+from baselines import cluster_former
+from lra_ponet import checkpoint
+from lra_ponet import models
+from lra_ponet import train
+from lra_ponet.input_pipeline import TaskInfo
+from tests.test_models import tiny_model_config
+
+LENGTHS = [14, 9, 3]
+
+
+def _inputs(length=14, dim=16, seed=0, lengths=LENGTHS):
+  rng = np.random.default_rng(seed)
+  x_BxLxD = rng.normal(size=(len(lengths), length, dim)).astype(np.float32)
+  mask_BxL = np.arange(length)[None] < np.array(lengths)[:, None]
+  return x_BxLxD, mask_BxL
+
+
+def _dense_attention(mixer, x_LxD, allowed_LxL):
+  """Plain masked softmax attention with the mixer's projections, in numpy."""
+  def project(linear, x):
+    return x @ np.asarray(linear.kernel[...]) + np.asarray(linear.bias[...])
+
+  heads = mixer.num_heads
+  length, dim = x_LxD.shape
+  q, k, v = (project(p, x_LxD).reshape(length, heads, -1).transpose(1, 0, 2)
+             for p in (mixer.query, mixer.key, mixer.value))
+  logits = q @ k.transpose(0, 2, 1) / np.sqrt(q.shape[-1])
+  logits = np.where(allowed_LxL[None], logits, -1e30)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  mixed = (probs @ v).transpose(1, 0, 2).reshape(length, dim)
+  return project(mixer.out, mixed)
+
+
+def _cluster_mixer(layer_index, **own):
+  config = tiny_model_config('cluster_former')
+  config.cluster_former.update(own)
+  mixer = cluster_former.ClusterFormerAttention.from_config(
+      config, rngs=nnx.Rngs(0), layer_index=layer_index)
+  mixer.eval()
+  return mixer
+
+
+@pytest.mark.parametrize('lengths', [[14, 14, 14], LENGTHS])
+@pytest.mark.parametrize('window', [2, 5, 40])
+def test_window_layer_matches_dense_band(lengths, window):
+  mixer = _cluster_mixer(0, window=window)
+  assert not mixer.clustered
+  x_BxLxD, mask_BxL = _inputs(lengths=lengths)
+  got = np.asarray(mixer(x_BxLxD, mask_BxL))
+  for b, real in enumerate(lengths):
+    allowed = np.zeros((14, 14), bool)
+    for i in range(14):
+      for j in range(real):
+        allowed[i, j] = abs(i - j) <= window // 2
+    want = _dense_attention(mixer, x_BxLxD[b], allowed)
+    np.testing.assert_allclose(got[b, :real], want[:real], rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('lengths', [[14, 14, 14], LENGTHS])
+@pytest.mark.parametrize('chunk_size', [4, 14])
+def test_cluster_layer_matches_loop_reference(lengths, chunk_size):
+  mixer = _cluster_mixer(1, num_clusters=3, chunk_size=chunk_size)
+  assert mixer.clustered
+  x_BxLxD, mask_BxL = _inputs(lengths=lengths)
+  got = np.asarray(mixer(x_BxLxD, mask_BxL))
+  centroids = np.asarray(mixer.centroids[...])
+  for b, real in enumerate(lengths):
+    cluster = []
+    for i in range(14):
+      if i >= real:
+        cluster.append(3)
+        continue
+      h = x_BxLxD[b, i] / np.linalg.norm(x_BxLxD[b, i])
+      cosines = [h @ c / np.linalg.norm(c) for c in centroids]
+      cluster.append(int(np.argmax(cosines)))
+    order = sorted(range(14), key=lambda i: (cluster[i], i))
+    allowed = np.zeros((14, 14), bool)
+    for rank_i, i in enumerate(order):
+      for rank_j, j in enumerate(order):
+        same_chunk = rank_i // chunk_size == rank_j // chunk_size
+        allowed[i, j] = same_chunk and j < real
+    want = _dense_attention(mixer, x_BxLxD[b], allowed)
+    np.testing.assert_allclose(got[b, :real], want[:real], rtol=1e-5,
+                               atol=1e-5)
+  assert len(set(cluster[:real])) > 1  # The test clusters for real.
+
+
+def test_layers_alternate_window_and_cluster():
+  config = tiny_model_config('cluster_former', num_layers=4)
+  model = models.build_model(config, TaskInfo('t', 5, 32), 14,
+                             rngs=nnx.Rngs(0))
+  assert [block.mixer.clustered for block in model.encoder.blocks] == [
+      False, True, False, True]
+
+
+def _tiny_train_config(name):
+  config = tasks.get_config('listops', 'ponet', name)
+  config.update(dict(max_len=14, padded_len=14, warmup_steps=1,
+                     train_steps=10))
+  config.model.update(dict(num_layers=2, dim=16, num_heads=2, mlp_dim=32))
+  return config
+
+
+def _batch():
+  rng = np.random.default_rng(0)
+  _, mask_BxL = _inputs()
+  inputs = np.where(mask_BxL, rng.integers(1, 20, (3, 14)), 0)
+  return {'inputs': jnp.asarray(inputs, jnp.int32),
+          'label': jnp.array([0, 3, 4])}
+
+
+def _centroids(graphdef, state):
+  model, _ = nnx.merge(graphdef, state)
+  return np.asarray(
+      jax.tree.leaves(nnx.state(model, cluster_former.Centroids))[0])
+
+
+def test_centroids_are_state_updated_only_in_training(tmp_path):
+  config = _tiny_train_config('cluster_former')
+  graphdef, eval_graphdef, state = train.create_train_state(
+      config, TaskInfo('t', 10, 32))
+  model, _ = nnx.merge(graphdef, state)
+  assert not jax.tree.leaves(
+      nnx.state(nnx.state(model, nnx.Param), cluster_former.Centroids))
+  before = _centroids(graphdef, state)
+  batch = _batch()
+
+  evaluated, optimizer = nnx.merge(eval_graphdef, state)
+  evaluated(batch['inputs'], batch['inputs'] > 0)
+  np.testing.assert_array_equal(
+      _centroids(eval_graphdef, nnx.state((evaluated, optimizer))), before)
+
+  step = jax.jit(train.make_train_step(graphdef, True))
+  state, metrics = step(state, batch)
+  assert np.isfinite(metrics['loss'])
+  after = _centroids(graphdef, state)
+  # Only the clusters that received real tokens moved.
+  moved = ~np.all(after == before, axis=1)
+  assert 0 < moved.sum() < len(before)
+
+  saver = checkpoint.Checkpoints(tmp_path, keep=1)
+  saver.save(1, state, state[0], {})
+  _, restored, _, _ = saver.restore_latest(state, state[0])
+  saver.close()
+  np.testing.assert_array_equal(_centroids(graphdef, restored), after)
