@@ -25,6 +25,7 @@ from flax import nnx
 
 from baselines import cluster_former
 from baselines import fnet
+from baselines import pyramidion
 from baselines import transformer
 from lra_ponet import ponet
 from lra_ponet.errors import UserError
@@ -34,6 +35,7 @@ MIXERS = {
     'transformer': transformer.SelfAttention,
     'fnet': fnet.FNetMixer,
     'cluster_former': cluster_former.ClusterFormerAttention,
+    'pyramidion': pyramidion.PyramidionAttention,
 }
 
 POOLINGS = ('mean', 'cls')
@@ -64,13 +66,23 @@ def _embedding_init():
 
 
 class EncoderBlock(nnx.Module):
-  """`x = x + Dropout(Mixer(LN(x)))`, then `x = x + MLP(LN(x))`."""
+  """`x = x + Dropout(Mixer(LN(x)))`, then `x = x + MLP(LN(x))`.
+
+  `pool`, when not None, is the mixer's sequence-shortening step that the
+  encoder runs after the block (DeepPyramidion).
+  """
 
   def __init__(self, model_config, *, rngs: nnx.Rngs, layer_index: int):
     dim, dtype = model_config.dim, jnp.dtype(model_config.dtype)
     self.mixer_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-    self.mixer = mixer_class(model_config.name).from_config(
-        model_config, rngs=rngs, layer_index=layer_index)
+    mixer = mixer_class(model_config.name)
+    self.mixer = mixer.from_config(model_config, rngs=rngs,
+                                   layer_index=layer_index)
+    # A mixer class with `pool_from_config` shortens the sequence after each
+    # block: `pool(x_BxLxD, mask_BxL)` returns a shorter x and its mask.
+    self.pool = (mixer.pool_from_config(model_config, rngs=rngs,
+                                        layer_index=layer_index)
+                 if hasattr(mixer, 'pool_from_config') else None)
     self.mixer_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
     self.mlp_norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
     self.mlp_in = nnx.Linear(dim, model_config.mlp_dim, dtype=dtype,
@@ -131,6 +143,8 @@ class Encoder(nnx.Module):
     x_BxLxD = self.embed_dropout(x_BxLxD)
     for block in self.blocks:
       x_BxLxD = block(x_BxLxD, mask_BxL)
+      if block.pool is not None:
+        x_BxLxD, mask_BxL = block.pool(x_BxLxD, mask_BxL)
     x_BxLxD = jnp.where(mask_BxL[:, :, None], self.final_norm(x_BxLxD), 0.0)
     if self.pooling == 'cls':
       return x_BxLxD[:, 0]

@@ -3,14 +3,17 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 import tasks
 from baselines import cluster_former
+from baselines import pyramidion
 from lra_ponet import checkpoint
 from lra_ponet import models
 from lra_ponet import train
+from lra_ponet.errors import UserError
 from lra_ponet.input_pipeline import TaskInfo
 from tests.test_models import tiny_model_config
 
@@ -154,3 +157,126 @@ def test_centroids_are_state_updated_only_in_training(tmp_path):
   _, restored, _, _ = saver.restore_latest(state, state[0])
   saver.close()
   np.testing.assert_array_equal(_centroids(graphdef, restored), after)
+
+
+def _reference_halving(x_LxD, score_L, mask_L, rounds, base=20,
+                       flip_right=True, sort_back=False):
+  """A per-example loop port of `our_topk`, padding excluded from pairs."""
+  x, score, mask = list(x_LxD), list(score_L), list(mask_L)
+  for _ in range(rounds):
+    if len(score) % 2:
+      x, score, mask = x + [0 * x[0]], score + [1e-5], mask + [False]
+    order = sorted(range(len(score)),
+                   key=lambda i: (not mask[i], -score[i], i))
+    top, rest = order[:len(order) // 2], order[len(order) // 2:]
+    if flip_right:
+      rest = rest[::-1]
+    merged = []
+    for best, worst in zip(top, rest):
+      members = [i for i in (best, worst) if mask[i]] or [best, worst]
+      weights = np.array([np.exp(base ** score[i]) for i in members])
+      weights /= weights.sum()
+      merged.append((sum(w * x[i] for w, i in zip(weights, members)),
+                     sum(w * score[i] for w, i in zip(weights, members)),
+                     mask[best] or mask[worst], best))
+    if sort_back:
+      merged.sort(key=lambda item: item[3])
+    x, score, mask, _ = map(list, zip(*merged))
+  return np.array(x), np.array(mask)
+
+
+@pytest.mark.parametrize('lengths', [[16, 16, 16], [16, 11, 3]])
+@pytest.mark.parametrize('width,rounds,flip_right,sort_back', [
+    (4, 2, True, False), (None, 1, True, False), (2, 3, False, True),
+    (16, 0, True, False)])
+def test_topk_pool_matches_loop_reference(lengths, width, rounds, flip_right,
+                                          sort_back):
+  pool = pyramidion.TopKPool(16, rngs=nnx.Rngs(0), width=width,
+                             keeps_first=False, flip_right=flip_right,
+                             sort_back=sort_back)
+  x_BxLxD, mask_BxL = _inputs(length=16, lengths=lengths)
+  logits = x_BxLxD @ np.asarray(pool.scorer.kernel[...])[:, 0]
+  score_BxL = 1 / (1 + np.exp(-(logits + float(pool.scorer.bias[0])))) + 1e-5
+  got_x, got_mask = map(np.asarray, pool(x_BxLxD, mask_BxL))
+  assert got_x.shape == (3, 16 // 2 ** rounds, 16)
+  for b in range(3):
+    want_x, want_mask = _reference_halving(
+        x_BxLxD[b], score_BxL[b], mask_BxL[b], rounds, flip_right=flip_right,
+        sort_back=sort_back)
+    np.testing.assert_array_equal(got_mask[b], want_mask)
+    np.testing.assert_allclose(got_x[b][want_mask], want_x[want_mask],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_odd_lengths_gain_a_padding_row_and_cls_stays_first():
+  pool = pyramidion.TopKPool(16, rngs=nnx.Rngs(0), width=None,
+                             keeps_first=True)
+  x_BxLxD, mask_BxL = _inputs(length=14, lengths=LENGTHS)
+  pooled_BxWxD, pooled_BxW = pool(x_BxLxD, mask_BxL)
+  # 13 tokens after the CLS token -> 7 (one padding row added).
+  assert pooled_BxWxD.shape == (3, 8, 16)
+  np.testing.assert_array_equal(pooled_BxWxD[:, 0], x_BxLxD[:, 0])
+  # min(real, 7) real tokens survive, after the CLS token.
+  np.testing.assert_array_equal(pooled_BxW.sum(1), [8, 8, 3])
+  assert pyramidion.halvings(14, 2) == 3
+  with pytest.raises(UserError, match='cannot be reached'):
+    pyramidion.halvings(14, 5)
+
+
+@pytest.mark.parametrize('lengths', [[14, 14, 14], LENGTHS])
+def test_blockwise_attention_matches_dense_blocks(lengths):
+  config = tiny_model_config('pyramidion')
+  config.pyramidion.chunk_size = 4
+  mixer = pyramidion.PyramidionAttention.from_config(config,
+                                                     rngs=nnx.Rngs(0))
+  mixer.eval()
+  x_BxLxD, mask_BxL = _inputs(lengths=lengths)
+  got = np.asarray(mixer(x_BxLxD, mask_BxL))
+  for b, real in enumerate(lengths):
+    allowed = np.zeros((14, 14), bool)
+    for i in range(14):
+      for j in range(real):
+        allowed[i, j] = i // 4 == j // 4
+    want = _dense_attention(mixer.attention, x_BxLxD[b], allowed)
+    np.testing.assert_allclose(got[b, :real], want[:real], rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('pooling,widths', [('cls', ()), ('mean', (7, 2))])
+def test_gradients_reach_every_scorer(pooling, widths):
+  config = _tiny_train_config('pyramidion')
+  config.model.pooling = pooling
+  config.model.pyramidion.widths = widths
+  graphdef, _, state = train.create_train_state(config, TaskInfo('t', 10, 32))
+  model, _ = nnx.merge(graphdef, state)
+  batch = _batch()
+
+  def loss_fn(model):
+    logits = model(batch['inputs'], batch['inputs'] > 0)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch['label']).mean()
+
+  grads = nnx.grad(loss_fn)(model)
+  pools = [block['pool'] for block in grads['encoder']['blocks'].values()
+           if 'pool' in block]
+  # Under CLS pooling nothing reads the last layer's pooling: it has none.
+  assert len(pools) == 2 - (pooling == 'cls')
+  for pool in pools:
+    kernel = np.asarray(pool['scorer']['kernel'][...])
+    assert np.all(np.isfinite(kernel)) and np.abs(kernel).max() > 0
+
+
+def test_pyramid_train_step_compiles():
+  config = _tiny_train_config('pyramidion')
+  config.model.pyramidion.widths = (7, 2)
+  graphdef, _, state = train.create_train_state(config, TaskInfo('t', 10, 32))
+  step = jax.jit(train.make_train_step(graphdef, True))
+  state, metrics = step(state, _batch())
+  assert np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])
+
+
+def test_widths_need_one_entry_per_layer():
+  config = tiny_model_config('pyramidion')
+  config.pyramidion.widths = (7,)
+  with pytest.raises(UserError, match='one width per layer'):
+    models.build_model(config, TaskInfo('t', 5, 32), 14, rngs=nnx.Rngs(0))
