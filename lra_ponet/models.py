@@ -25,6 +25,7 @@ from flax import nnx
 
 from baselines import cluster_former
 from baselines import fnet
+from baselines import lstr
 from baselines import pyramidion
 from baselines import transformer
 from lra_ponet import ponet
@@ -36,6 +37,7 @@ MIXERS = {
     'fnet': fnet.FNetMixer,
     'cluster_former': cluster_former.ClusterFormerAttention,
     'pyramidion': pyramidion.PyramidionAttention,
+    'lstr': lstr.LSTRMixer,
 }
 
 POOLINGS = ('mean', 'cls')

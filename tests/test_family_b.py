@@ -9,6 +9,7 @@ from flax import nnx
 
 import tasks
 from baselines import cluster_former
+from baselines import lstr
 from baselines import pyramidion
 from lra_ponet import checkpoint
 from lra_ponet import models
@@ -280,3 +281,59 @@ def test_widths_need_one_entry_per_layer():
   config.pyramidion.widths = (7,)
   with pytest.raises(UserError, match='one width per layer'):
     models.build_model(config, TaskInfo('t', 5, 32), 14, rngs=nnx.Rngs(0))
+
+
+def _np_attention(attention, x_QxD, memory_MxD, memory_mask_M):
+  allowed = np.broadcast_to(memory_mask_M[None], (len(x_QxD), len(memory_MxD)))
+  heads = attention.num_heads
+
+  def project(linear, x):
+    return x @ np.asarray(linear.kernel[...]) + np.asarray(linear.bias[...])
+
+  def split(x):
+    return x.reshape(len(x), heads, -1).transpose(1, 0, 2)
+
+  q = split(project(attention.query, x_QxD))
+  k = split(project(attention.key, memory_MxD))
+  v = split(project(attention.value, memory_MxD))
+  logits = np.where(allowed[None], q @ k.transpose(0, 2, 1)
+                    / np.sqrt(q.shape[-1]), -1e30)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  return project(attention.out,
+                 (probs @ v).transpose(1, 0, 2).reshape(len(x_QxD), -1))
+
+
+def _np_norm(norm, x):
+  centred = x - x.mean(-1, keepdims=True)
+  scaled = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
+  return scaled * np.asarray(norm.scale[...]) + np.asarray(norm.bias[...])
+
+
+@pytest.mark.parametrize('lengths', [[14, 14, 14], LENGTHS])
+def test_lstr_matches_latent_reference(lengths):
+  config = tiny_model_config('lstr')
+  config.lstr.stages = ((3, 1), (5, 2))
+  mixer = lstr.LSTRMixer.from_config(config, rngs=nnx.Rngs(0))
+  mixer.eval()
+  x_BxLxD, mask_BxL = _inputs(lengths=lengths)
+  got = np.asarray(mixer(x_BxLxD, mask_BxL))
+  for b, real in enumerate(lengths):
+    memory, memory_mask = x_BxLxD[b], mask_BxL[b]
+    for stage in mixer.stages:
+      z = np.asarray(stage.queries[...])
+      for layer in stage.layers:
+        everyone = np.ones(len(z), bool)
+        z = _np_norm(layer.norms[0], z + _np_attention(
+            layer.self_attention, z, z, everyone))
+        z = _np_norm(layer.norms[1], z + _np_attention(
+            layer.cross_attention, z, memory, memory_mask))
+        hidden = np.maximum(z @ np.asarray(layer.ffn_in.kernel[...])
+                            + np.asarray(layer.ffn_in.bias[...]), 0)
+        z = _np_norm(layer.norms[2], z + hidden
+                     @ np.asarray(layer.ffn_out.kernel[...])
+                     + np.asarray(layer.ffn_out.bias[...]))
+      memory, memory_mask = _np_norm(stage.norm, z), np.ones(len(z), bool)
+    want = _np_attention(mixer.read, x_BxLxD[b], memory, memory_mask)
+    np.testing.assert_allclose(got[b, :real], want[:real], rtol=1e-4,
+                               atol=1e-5)
