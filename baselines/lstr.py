@@ -22,7 +22,7 @@ decoder layer: query self-attention, cross-attention, ReLU FFN, each added
 then normalised).
 
 Hyperparameters (`config.model.lstr`):
-- `stages = ((16, 1), (32, 2))`: (queries, layers) per stage, ENC_MODULE
+- `stages = '16x1,32x2'`: queries x layers per stage, ENC_MODULE
   `[[16, 1, True], [32, 2, True]]` (config/defaults.py L47-49 and
   configs/THUMOS/LSTR/lstr_long_512_work_8_kinetics_1x.yaml);
 - `ffn_ratio = 1.0`: decoder FFN width over the model width; the THUMOS
@@ -122,9 +122,6 @@ class LatentStage(nnx.Module):
 
   def __init__(self, dim: int, num_queries: int, num_layers: int, *,
                rngs: nnx.Rngs, **layer_args):
-    if num_queries < 1 or num_layers < 1:
-      raise UserError(f'model.lstr.stages: ({num_queries}, {num_layers}) '
-                      'needs at least one query and one layer')
     self.queries = nnx.Param(jax.random.normal(
         rngs.params(), (num_queries, dim), jnp.float32))
     self.layers = nnx.List([LatentLayer(dim, rngs=rngs, **layer_args)
@@ -151,9 +148,6 @@ class LSTRMixer(nnx.Module):
                dtype=jnp.float32):
     if dim % num_heads:
       raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
-    if not stages:
-      raise UserError('model.lstr.stages is empty; give (queries, layers) '
-                      'pairs such as ((16, 1), (32, 2))')
     layer_args = dict(num_heads=num_heads,
                       ffn_dim=max(1, round(ffn_ratio * dim)),
                       dropout=dropout, dtype=dtype)
@@ -166,14 +160,14 @@ class LSTRMixer(nnx.Module):
   @classmethod
   def default_config(cls, config):
     del config  # The same for every task.
-    return dict(stages=((16, 1), (32, 2)), ffn_ratio=1.0, dropout=0.2)
+    return dict(stages='16x1,32x2', ffn_ratio=1.0, dropout=0.2)
 
   @classmethod
   def from_config(cls, model_config, *, rngs, layer_index=0):
     del layer_index  # Every layer is the same.
     own = model_config.lstr
     return cls(model_config.dim, model_config.num_heads, rngs=rngs,
-               stages=tuple(map(tuple, own.stages)),
+               stages=_parse_stages(own.stages),
                ffn_ratio=own.ffn_ratio, dropout=own.dropout,
                attention_dropout=model_config.attention_dropout,
                dtype=jnp.dtype(model_config.dtype))
@@ -183,3 +177,17 @@ class LSTRMixer(nnx.Module):
     for stage in self.stages:
       latents, latent_mask = stage(latents, latent_mask), None
     return self.read(x_BxLxD, latents)
+
+
+def _parse_stages(text: str) -> tuple[tuple[int, int], ...]:
+  """`'16x1,32x2'` -> ((16, 1), (32, 2)): queries x layers per stage."""
+  try:
+    stages = tuple(tuple(int(n) for n in stage.split('x'))
+                   for stage in text.split(','))
+  except ValueError:
+    stages = ()
+  if not stages or any(len(stage) != 2 or min(stage) < 1
+                       for stage in stages):
+    raise UserError(f'model.lstr.stages={text!r}: give queries x layers per '
+                    "stage, comma-separated, e.g. '16x1,32x2'")
+  return stages

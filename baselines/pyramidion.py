@@ -18,13 +18,15 @@ L488-496 (chunk, layer, fold back, pool) and L532-556 (chunking), L620-662
 Hyperparameters (`config.model.pyramidion`):
 - `chunk_size = 512`: attention block, capped at the sequence length
   (pyramidion.py `--chunk-size` default, L139; `min(len, chunk_size)`,
-  L535);
-- `widths = ()`: the number of tokens after each layer, one entry per layer.
-  Empty means halve at every layer, the code's schedule when
-  `--enc-layers-and-token-width` is empty (pyramidion.py L634-644). The flag's
-  default `{0: 2048, 1: 512}` is in absolute tokens for its summarisation
-  inputs and fits no LRA length, so it is not the default here. A width must
-  be the input length halved (rounding up) zero or more times;
+  L536);
+- `widths = ''`: the number of tokens after each layer, comma-separated,
+  one per layer (e.g. `'1000,500,250,125'`; a string, like the code's flag,
+  so that the command line can set it). Empty means halve at every layer,
+  the code's schedule when `--enc-layers-and-token-width` is empty
+  (pyramidion.py L629-640). The flag's default `{0: 2048, 1: 512}` is in
+  absolute tokens for its summarisation inputs and fits no LRA length, so it
+  is not the default here. A width must be the input length halved (rounding
+  up) zero or more times;
 - `base = 20` (pooler_utils.py L40; `--topk-softmax-base` default);
 - `flip_right = True`, `sort_back = False` (pyramidion.py L114, L118).
 
@@ -79,7 +81,7 @@ class PyramidionAttention(nnx.Module):
   @classmethod
   def default_config(cls, config):
     del config  # The same for every task; widths default to halving.
-    return dict(chunk_size=512, widths=(), base=20, flip_right=True,
+    return dict(chunk_size=512, widths='', base=20, flip_right=True,
                 sort_back=False)
 
   @classmethod
@@ -91,15 +93,12 @@ class PyramidionAttention(nnx.Module):
   @classmethod
   def pool_from_config(cls, model_config, *, rngs, layer_index):
     own = model_config.pyramidion
-    if own.widths and len(own.widths) != model_config.num_layers:
-      raise UserError(f'model.pyramidion.widths has {len(own.widths)} '
-                      f'entries for {model_config.num_layers} layers; give '
-                      'one width per layer, or () to halve at every layer')
+    widths = _parse_widths(own.widths, model_config.num_layers)
     keeps_first = model_config.pooling == 'cls'
     if keeps_first and layer_index == model_config.num_layers - 1:
       return None  # The classifier reads the CLS token alone.
     return TopKPool(model_config.dim, rngs=rngs,
-                    width=own.widths[layer_index] if own.widths else None,
+                    width=widths[layer_index] if widths else None,
                     keeps_first=keeps_first,
                     base=own.base, flip_right=own.flip_right,
                     sort_back=own.sort_back,
@@ -116,6 +115,18 @@ class PyramidionAttention(nnx.Module):
         batch * num_chunks, chunk)
     mixed_BNxCxD = self.attention(x_BNxCxD, mask_BNxC)
     return mixed_BNxCxD.reshape(batch, -1, dim)[:, :length]
+
+
+def _parse_widths(text: str, num_layers: int) -> list[int]:
+  try:
+    widths = [int(width) for width in text.split(',')] if text else []
+  except ValueError:
+    widths = [0]
+  if widths and (len(widths) != num_layers or min(widths) < 1):
+    raise UserError(f'model.pyramidion.widths={text!r}: give one positive '
+                    f'width per layer ({num_layers}), comma-separated, or '
+                    "'' to halve at every layer")
+  return widths
 
 
 def halvings(length: int, width: int | None) -> int:

@@ -243,7 +243,7 @@ def test_blockwise_attention_matches_dense_blocks(lengths):
                                atol=1e-5)
 
 
-@pytest.mark.parametrize('pooling,widths', [('cls', ()), ('mean', (7, 2))])
+@pytest.mark.parametrize('pooling,widths', [('cls', ''), ('mean', '7,2')])
 def test_gradients_reach_every_scorer(pooling, widths):
   config = _tiny_train_config('pyramidion')
   config.model.pooling = pooling
@@ -269,18 +269,23 @@ def test_gradients_reach_every_scorer(pooling, widths):
 
 def test_pyramid_train_step_compiles():
   config = _tiny_train_config('pyramidion')
-  config.model.pyramidion.widths = (7, 2)
+  config.model.pyramidion.widths = '7,2'
   graphdef, _, state = train.create_train_state(config, TaskInfo('t', 10, 32))
   step = jax.jit(train.make_train_step(graphdef, True))
   state, metrics = step(state, _batch())
   assert np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])
 
 
-def test_widths_need_one_entry_per_layer():
+def test_malformed_widths_and_stages_are_refused():
   config = tiny_model_config('pyramidion')
-  config.pyramidion.widths = (7,)
-  with pytest.raises(UserError, match='one width per layer'):
-    models.build_model(config, TaskInfo('t', 5, 32), 14, rngs=nnx.Rngs(0))
+  for widths in ('7', '7,x', '7,0'):
+    config.pyramidion.widths = widths
+    with pytest.raises(UserError, match='one positive width per layer'):
+      models.build_model(config, TaskInfo('t', 5, 32), 14, rngs=nnx.Rngs(0))
+  config = tiny_model_config('lstr')
+  config.lstr.stages = '16x1,32'
+  with pytest.raises(UserError, match="e.g. '16x1,32x2'"):
+    lstr.LSTRMixer.from_config(config, rngs=nnx.Rngs(0))
 
 
 def _np_attention(attention, x_QxD, memory_MxD, memory_mask_M):
@@ -313,7 +318,7 @@ def _np_norm(norm, x):
 @pytest.mark.parametrize('lengths', [[14, 14, 14], LENGTHS])
 def test_lstr_matches_latent_reference(lengths):
   config = tiny_model_config('lstr')
-  config.lstr.stages = ((3, 1), (5, 2))
+  config.lstr.stages = '3x1,5x2'
   mixer = lstr.LSTRMixer.from_config(config, rngs=nnx.Rngs(0))
   mixer.eval()
   x_BxLxD, mask_BxL = _inputs(lengths=lengths)
