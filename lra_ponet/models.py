@@ -34,15 +34,18 @@ from flax import nnx
 
 from baselines import bigbird
 from baselines import bpt
+from baselines import cluster_former
 from baselines import dman
 from baselines import fnet
 from baselines import linear_transformer
 from baselines import linformer
 from baselines import longformer
 from baselines import lsra
+from baselines import lstr
 from baselines import nystromformer
 from baselines import performer
 from baselines import poolingformer
+from baselines import pyramidion
 from baselines import reformer
 from baselines import s4d
 from baselines import transformer
@@ -65,6 +68,9 @@ MIXERS = {
     'nystromformer': nystromformer.Nystromformer,
     'performer': performer.Performer,
     's4d': s4d.S4D,
+    'cluster_former': cluster_former.ClusterFormerAttention,
+    'pyramidion': pyramidion.PyramidionAttention,
+    'lstr': lstr.LSTRMixer,
 }
 
 # 'cls' reads a learned vector prepended to the sequence; 'first' reads the
@@ -205,7 +211,11 @@ def shared_mixer_params(model_config, length: int, *, rngs: nnx.Rngs):
 
 
 class EncoderBlock(nnx.Module):
-  """`x = x + Dropout(Mixer(LN(x)))`, then `x = x + MLP(LN(x))`."""
+  """`x = x + Dropout(Mixer(LN(x)))`, then `x = x + MLP(LN(x))`.
+
+  `pool`, when not None, is the mixer's sequence-shortening step that the
+  encoder runs after the block (DeepPyramidion).
+  """
 
   def __init__(self, model_config, *, rngs: nnx.Rngs, layer_index: int,
                shared=None):
@@ -214,8 +224,14 @@ class EncoderBlock(nnx.Module):
     self.gelu_approximate = model_config.gelu_approximate
     self.mixer_norm = nnx.LayerNorm(dim, epsilon=epsilon, dtype=dtype,
                                     rngs=rngs)
-    self.mixer = mixer_class(model_config.name).from_config(
-        model_config, rngs=rngs, layer_index=layer_index, **(shared or {}))
+    mixer = mixer_class(model_config.name)
+    self.mixer = mixer.from_config(model_config, rngs=rngs,
+                                   layer_index=layer_index, **(shared or {}))
+    # A mixer class with `pool_from_config` shortens the sequence after each
+    # block: `pool(x_BxLxD, mask_BxL)` returns a shorter x and its mask.
+    self.pool = (mixer.pool_from_config(model_config, rngs=rngs,
+                                        layer_index=layer_index)
+                 if hasattr(mixer, 'pool_from_config') else None)
     self.mixer_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
     self.mlp_norm = nnx.LayerNorm(dim, epsilon=epsilon, dtype=dtype,
                                   rngs=rngs)
@@ -289,6 +305,8 @@ class Encoder(nnx.Module):
     x_BxLxD = self.embed_dropout(x_BxLxD)
     for block in self.blocks:
       x_BxLxD = block(x_BxLxD, mask_BxL)
+      if block.pool is not None:
+        x_BxLxD, mask_BxL = block.pool(x_BxLxD, mask_BxL)
     x_BxLxD = jnp.where(mask_BxL[:, :, None], self.final_norm(x_BxLxD), 0.0)
     if self.pooling in ('cls', 'first'):
       return x_BxLxD[:, 0]
