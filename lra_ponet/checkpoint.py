@@ -7,20 +7,27 @@ training state) and `progress` (JSON bookkeeping: the metrics records, the
 best accuracy and its step, the running train-metric sums since the last
 evaluation). Together they let a resumed run continue exactly where the saved
 one was. Orbax writes each step into a temporary folder and renames it when
-complete, so a kill at any moment leaves only finished checkpoints.
+complete, so a kill, or a write that fails (a full disk), leaves only finished
+checkpoints. A finished one that cannot be read back (a file truncated,
+deleted or overwritten since) is set aside and the run resumes from the
+newest one that can.
 """
 
 import json
 import os
 import pathlib
 import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from lra_ponet.errors import UserError
 
 CHECKPOINTS = 'checkpoints'
+# Where checkpoints that could not be restored are moved, for inspection.
+UNREADABLE = 'unreadable_checkpoints'
 # Files of a run besides its config and checkpoints; --overwrite removes them.
 RUN_FILES = ('metrics.jsonl', 'results.json')
 # Fields that change only logging and checkpointing, not what the run
@@ -29,16 +36,36 @@ RESUMABLE_FIELDS = frozenset({'log_every', 'checkpoint_every',
                               'checkpoint_keep'})
 
 
+class SaveError(UserError):
+  """A file or checkpoint could not be written (a full disk, say).
+
+  What the run had saved before is intact, so it can be resumed.
+  """
+
+
+def _first_line(error: Exception) -> str:
+  lines = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {lines[0] if lines else ""}'
+
+
 def write_text_atomically(path, text: str):
-  """A reader, or a kill at any moment, sees the old file or the new one."""
+  """A reader, or a kill or failed write at any moment, sees the old file or
+  the new one; a failed write raises SaveError."""
   path = pathlib.Path(path)
   partial = path.with_name(f'.{path.name}.partial')
-  with open(partial, 'w', encoding='utf-8') as file:
-    file.write(text)
-    file.flush()
-    # Without it a machine crash could leave the renamed file empty.
-    os.fsync(file.fileno())
-  os.replace(partial, path)
+  try:
+    with open(partial, 'w', encoding='utf-8') as file:
+      file.write(text)
+      file.flush()
+      # Without it a machine crash could leave the renamed file empty.
+      os.fsync(file.fileno())
+    os.replace(partial, path)
+  except OSError as error:
+    partial.unlink(missing_ok=True)
+    raise SaveError(f'could not write {path} ({error.strerror or error}); '
+                    'the previous version of it is intact; fix the cause '
+                    '(e.g. free disk space), then rerun the same command to '
+                    'resume from the last checkpoint') from error
 
 
 def _flatten(tree, prefix=''):
@@ -88,6 +115,7 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
   workdir.mkdir(parents=True, exist_ok=True)
   if overwrite:
     shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(workdir / UNREADABLE, ignore_errors=True)
     for name in RUN_FILES:
       (workdir / name).unlink(missing_ok=True)
   write_text_atomically(config_path,
@@ -107,6 +135,7 @@ class Checkpoints:
 
   def __init__(self, workdir: pathlib.Path, keep: int):
     self.directory = workdir / CHECKPOINTS
+    self._unreadable = workdir / UNREADABLE
     # Synchronous: when save() returns the step is on disk and the training
     # step may donate the state's buffers.
     self._manager = ocp.CheckpointManager(
@@ -120,26 +149,77 @@ class Checkpoints:
     return self._manager.latest_step()
 
   def save(self, step: int, state, best_model, progress: dict):
-    self._manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        best_model=ocp.args.StandardSave(best_model),
-        progress=ocp.args.JsonSave(progress)))
+    """Saves a step; SaveError if it cannot, the previous steps intact.
 
-  def restore_latest(self, state, best_model):
-    """(step, state, best_model, progress) of the latest step, or None.
-
-    `state` and `best_model` give the structure and the shardings to restore
-    into (e.g. freshly initialised ones); their values are not used.
+    A failed save leaves only orbax's temporary folder, which is never taken
+    for a checkpoint and is deleted when the run is resumed.
     """
-    step = self.latest_step()
-    if step is None:
-      return None
+    try:
+      self._manager.save(step, force=True, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          best_model=ocp.args.StandardSave(best_model),
+          progress=ocp.args.JsonSave(progress)))
+    # TensorStore reports failed writes as ValueError, orbax as Exception.
+    except Exception as error:  # pylint: disable=broad-exception-caught
+      latest = self.latest_step()
+      kept = (f'the last complete checkpoint, step {latest}, is intact'
+              if latest is not None else 'no checkpoint had been saved yet')
+      raise SaveError(
+          f'could not save the checkpoint of step {step} in '
+          f'{self.directory} ({_first_line(error)}); {kept}; fix the cause '
+          '(e.g. free disk space), then rerun the same command to resume'
+      ) from error
+
+  def _restore(self, step: int, state, best_model):
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(state)),
         best_model=ocp.args.StandardRestore(_abstract(best_model)),
         progress=ocp.args.JsonRestore()))
     return (step, restored['state'], restored['best_model'],
             restored['progress'])
+
+  def restore_latest(self, state, best_model):
+    """(step, state, best_model, progress) of the newest readable step, or None.
+
+    `state` and `best_model` give the structure and the shardings to restore
+    into (e.g. freshly initialised ones); their values are not used. Newer
+    steps that fail to restore while an older one restores are corrupt: each
+    is reported in one line and moved to `unreadable_checkpoints/`, so that
+    the run saves that step afresh. If none restores, nothing is moved and
+    UserError names the failures (the code or config may have changed).
+    """
+    failures = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._restore(step, state, best_model)
+      # Orbax and TensorStore raise many types for a damaged checkpoint.
+      except Exception as error:  # pylint: disable=broad-exception-caught
+        failures.append((step, _first_line(error)))
+        continue
+      self._set_aside(failures, step)
+      return restored
+    if failures:
+      raise UserError(
+          f'no checkpoint in {self.directory} can be restored ('
+          + '; '.join(f'step {step}: {why}' for step, why in failures)
+          + '); pass --overwrite to start afresh')
+    return None
+
+  def _set_aside(self, failures, restored_step: int):
+    """Moves the unreadable steps out of the checkpoint folder."""
+    for step, why in failures:
+      print(f'skipped checkpoint step {step}, unreadable ({why}); moved to '
+            f'{self._unreadable / str(step)}; resuming from step '
+            f'{restored_step}', file=sys.stderr, flush=True)
+      if jax.process_index() == 0:
+        destination = self._unreadable / str(step)
+        shutil.rmtree(destination, ignore_errors=True)
+        self._unreadable.mkdir(exist_ok=True)
+        shutil.move(self.directory / str(step), destination)
+    if failures:
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('lra_ponet: checkpoints set aside')
+      self._manager.reload()
 
   def reached_preemption(self, step: int) -> bool:
     """Whether all processes agreed to stop at `step` for a preemption.

@@ -29,6 +29,7 @@ import tasks
 from configs import base
 from lra_ponet import models
 from lra_ponet import train
+from lra_ponet import workdir_lock
 from lra_ponet.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -122,8 +123,9 @@ def main(argv):
     workdir = FLAGS.workdir or pathlib.Path('runs') / (
         f'{config.task}_{config.model.name}_'
         f'{datetime.datetime.now():%Y%m%d_%H%M%S}')
-    results = train.train_and_evaluate(config, workdir,
-                                       overwrite=FLAGS.overwrite)
+    with workdir_lock.hold(workdir):
+      results = train.train_and_evaluate(config, workdir,
+                                         overwrite=FLAGS.overwrite)
   except UserError as error:
     sys.exit(f'error: {error}')
   except train.Interrupted as interrupted:

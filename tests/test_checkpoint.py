@@ -6,10 +6,13 @@ persistent compilation cache to keep the file near a minute on two cores.
 """
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -330,3 +333,168 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
   assert not (tmp_path / 'metrics.jsonl').exists()
   assert json.loads((tmp_path / 'config.json').read_text()) == changed
   assert not list(tmp_path.glob('.*partial'))
+
+
+def copy_of(reference, tmp_path):
+  """The reference run's workdir without its results, to be resumed."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference, workdir)
+  (workdir / 'results.json').unlink()
+  return workdir
+
+
+def truncate(path):
+  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def overwrite_with_garbage(path):
+  path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+
+
+# One damage per item of the checkpoint: its array index, its JSON, its data.
+DAMAGES = {'truncated': ('state/manifest.ocdbt', truncate),
+           'missing': ('progress/metadata', pathlib.Path.unlink),
+           'garbage': ('best_model/d/*', overwrite_with_garbage)}
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGES))
+def test_unreadable_latest_checkpoint_is_skipped(env, reference, tmp_path,
+                                                 damage):
+  workdir = copy_of(reference, tmp_path)
+  pattern, damage_file = DAMAGES[damage]
+  (path,) = (workdir / checkpoint.CHECKPOINTS / str(TRAIN_STEPS)).glob(
+      pattern)
+  damage_file(path)
+
+  resumed = run_cli(env, workdir)
+  assert resumed.returncode == 0, resumed.stderr
+  skipped = [line for line in resumed.stderr.splitlines()
+             if line.startswith('skipped checkpoint')]
+  assert len(skipped) == 1, resumed.stderr
+  assert skipped[0].startswith('skipped checkpoint step 24, unreadable (')
+  assert skipped[0].endswith('; resuming from step 16')
+  assert 'Resuming from step 16 of 24' in resumed.stdout
+  assert (workdir / checkpoint.UNREADABLE / '24').is_dir()
+  assert steps_saved(workdir) == [8, 16, 24]
+  assert_same_run(workdir, reference)
+
+
+def test_no_readable_checkpoint_is_refused_and_nothing_moved(
+    env, reference, tmp_path):
+  workdir = copy_of(reference, tmp_path)
+  for step in steps_saved(workdir):
+    (workdir / checkpoint.CHECKPOINTS / str(step) / 'progress'
+     / 'metadata').unlink()
+  refused = run_cli(env, workdir)
+  assert refused.returncode == 1
+  assert refused.stderr.startswith(
+      f'error: no checkpoint in {workdir / checkpoint.CHECKPOINTS} can be '
+      'restored (step 24: FileNotFoundError')
+  assert '--overwrite' in refused.stderr
+  assert steps_saved(workdir) == [8, 16, 24]
+  assert not (workdir / checkpoint.UNREADABLE).exists()
+
+
+HOLD_LOCK = textwrap.dedent('''
+    import sys, time
+    from lra_ponet import workdir_lock
+    with workdir_lock.hold(sys.argv[1]):
+      print('HELD', flush=True)
+      time.sleep(600)
+''')
+
+
+def test_second_run_in_a_workdir_is_refused_at_once(env, tmp_path):
+  workdir = tmp_path / 'run'
+  holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(workdir)],
+                            env=env, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == 'HELD\n'
+    started = time.monotonic()
+    refused = run_cli(env, workdir)
+    assert time.monotonic() - started < 60  # No training, no compilation.
+  finally:
+    holder.kill()
+    holder.wait()
+  assert refused.returncode == 1
+  assert refused.stderr == (
+      f'error: {workdir} is in use by the run of pid {holder.pid} on '
+      f'{socket.gethostname()}; wait for it to end or stop it, or choose '
+      'another --workdir\n')
+  assert sorted(path.name for path in workdir.iterdir()) == ['lock']
+
+
+def test_lock_left_by_a_killed_run_does_not_block_a_resume(env, reference,
+                                                          tmp_path):
+  workdir = copy_of(reference, tmp_path)
+  ended = subprocess.Popen([sys.executable, '-c', ''])
+  ended.wait()
+  (workdir / 'lock').write_text(
+      f'pid {ended.pid} on {socket.gethostname()}\n')
+  resumed = run_cli(env, workdir)
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'Resuming from step 24 of 24' in resumed.stdout
+  assert results(workdir) == results(reference)
+
+
+def fail_json_save_at(call):
+  """A JSON writer that writes half its file, then finds the disk full."""
+  calls = []
+
+  async def save_fn(self, item, directory):
+    del self
+    calls.append(directory)
+    text = json.dumps(item)
+    if len(calls) < call:
+      (directory / 'metadata').write_text(text)
+      return
+    (directory / 'metadata').write_text(text[:len(text) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  return save_fn
+
+
+def test_disk_full_during_a_save_keeps_the_last_checkpoint(
+    env, reference, tmp_path, monkeypatch):
+  monkeypatch.setenv('LRA_PONET_CACHE', env['LRA_PONET_CACHE'])
+  # Saves come at steps 8, 16 and 24: the one of step 16 fails.
+  monkeypatch.setattr(ocp.handlers.JsonCheckpointHandler, '_save_fn',
+                      fail_json_save_at(2))
+  with pytest.raises(checkpoint.SaveError) as failure:
+    train.train_and_evaluate(tiny_config(env), tmp_path)
+  message = str(failure.value)
+  assert '\n' not in message
+  assert message.startswith('could not save the checkpoint of step 16 in '
+                            f'{tmp_path / checkpoint.CHECKPOINTS} (')
+  assert 'No space left on device' in message
+  assert 'the last complete checkpoint, step 8, is intact' in message
+  assert steps_saved(tmp_path) == [8]
+  # The half-written step is left in orbax's temporary folder only.
+  assert [path.name for path in (tmp_path / checkpoint.CHECKPOINTS).iterdir()
+          if not path.name.isdigit()] == ['16.orbax-checkpoint-tmp']
+  assert metrics(tmp_path) == metrics(reference)[:2]
+  monkeypatch.undo()
+
+  resumed = run_cli(env, tmp_path)
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'Resuming from step 8 of 24' in resumed.stdout
+  assert steps_saved(tmp_path) == [8, 16, 24]
+  assert not list((tmp_path / checkpoint.CHECKPOINTS).glob('*tmp*'))
+  assert_same_run(tmp_path, reference)
+
+
+def test_failed_file_write_keeps_the_previous_file(tmp_path, monkeypatch):
+  path = tmp_path / 'results.json'
+  path.write_text('previous\n')
+
+  def disk_full(descriptor):
+    del descriptor
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, 'fsync', disk_full)
+  with pytest.raises(checkpoint.SaveError,
+                     match=rf'^could not write {path} \(No space left on '
+                     r'device\); the previous version of it is intact; '):
+    checkpoint.write_text_atomically(path, 'new\n')
+  assert path.read_text() == 'previous\n'
+  assert sorted(tmp_path.iterdir()) == [path]
