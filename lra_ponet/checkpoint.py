@@ -13,11 +13,14 @@ deleted or overwritten since) is set aside and the run resumes from the
 newest one that can.
 """
 
+import contextlib
 import json
+import logging
 import os
 import pathlib
 import shutil
 import sys
+import threading
 
 import jax
 import orbax.checkpoint as ocp
@@ -44,8 +47,10 @@ class SaveError(UserError):
 
 
 def _first_line(error: Exception) -> str:
-  lines = str(error).strip().splitlines()
-  return f'{type(error).__name__}: {lines[0] if lines else ""}'
+  line = (str(error).strip().splitlines() or [''])[0]
+  # Orbax appends a many-line dump of the TensorStore spec to read errors.
+  line = line.split(' See full TensorStore details')[0]
+  return f'{type(error).__name__}: {line}'
 
 
 def write_text_atomically(path, text: str):
@@ -123,6 +128,31 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
                         + '\n')
 
 
+@contextlib.contextmanager
+def _quiet_orbax_failure():
+  """Lets a failed orbax save end in one line: the SaveError.
+
+  Orbax logs the traceback of a failed write from each writer thread, and
+  the threads still writing other items would fail noisily at interpreter
+  exit; so their error logs are dropped and they are waited for.
+  """
+  logger = logging.getLogger('absl')
+  only_others = logging.Filter()
+  only_others.filter = lambda record: (
+      record.levelno < logging.ERROR or 'orbax' not in record.pathname)
+  logger.addFilter(only_others)
+  try:
+    yield
+  except Exception:
+    for thread in threading.enumerate():
+      if (type(thread).__module__.startswith('orbax')
+          and thread is not threading.current_thread()):
+        thread.join(timeout=60)
+    raise
+  finally:
+    logger.removeFilter(only_others)
+
+
 def _abstract(tree):
   """Shapes, dtypes and shardings of `tree`: what a restore fills in."""
   return jax.tree.map(
@@ -155,10 +185,11 @@ class Checkpoints:
     for a checkpoint and is deleted when the run is resumed.
     """
     try:
-      self._manager.save(step, force=True, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          best_model=ocp.args.StandardSave(best_model),
-          progress=ocp.args.JsonSave(progress)))
+      with _quiet_orbax_failure():
+        self._manager.save(step, force=True, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            best_model=ocp.args.StandardSave(best_model),
+            progress=ocp.args.JsonSave(progress)))
     # TensorStore reports failed writes as ValueError, orbax as Exception.
     except Exception as error:  # pylint: disable=broad-exception-caught
       latest = self.latest_step()

@@ -498,3 +498,69 @@ def test_failed_file_write_keeps_the_previous_file(tmp_path, monkeypatch):
     checkpoint.write_text_atomically(path, 'new\n')
   assert path.read_text() == 'previous\n'
   assert sorted(tmp_path.iterdir()) == [path]
+
+
+# `python -m lra_ponet.run` that reports on stderr every file it opens for
+# writing, renames or removes, so a test can see which process wrote what.
+WRITES_REPORTED = textwrap.dedent('''
+    import runpy, sys
+
+    def report(event, args):
+      if event == 'open' and isinstance(args[0], str) and (
+          (args[1] or 'r') != 'r' or args[2] & 0o3):
+        print('WROTE', args[0], file=sys.stderr)
+      elif event in ('os.rename', 'os.remove', 'os.unlink', 'shutil.rmtree'):
+        print('WROTE', args[1] if event == 'os.rename' else args[0],
+              file=sys.stderr)
+
+    sys.addaudithook(report)
+    runpy.run_module('lra_ponet.run', run_name='__main__', alter_sys=True)
+''')
+
+
+def free_port():
+  with socket.socket() as probe:
+    probe.bind(('127.0.0.1', 0))
+    return probe.getsockname()[1]
+
+
+def test_two_processes_match_one_and_only_process_0_writes(env, reference,
+                                                           tmp_path):
+  workdir = tmp_path / 'run'
+  coordinator = {'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{free_port()}',
+                 'JAX_NUM_PROCESSES': '2',
+                 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'}
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', WRITES_REPORTED, '--distributed',
+       *cli_args(env, workdir)],
+      env={**env, **coordinator, 'JAX_PROCESS_ID': str(index)},
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for index in range(2)]
+  try:
+    outputs = [process.communicate(timeout=300) for process in processes]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+  for process, (_, stderr) in zip(processes, outputs):
+    assert process.returncode == 0, stderr
+  assert 'on 2 x cpu' in outputs[0][0]
+
+  got, want = metrics(workdir), metrics(reference)
+  assert [record['step'] for record in got] == [6, 12, 18, 24]
+  for name in ('train_loss', 'val_loss', 'learning_rate'):
+    np.testing.assert_allclose([record[name] for record in got],
+                               [record[name] for record in want], rtol=1e-5)
+  assert steps_saved(workdir) == [8, 16, 24]
+
+  def written(stderr):
+    """The files a process wrote in the workdir, checkpoints aside."""
+    paths = {pathlib.Path(line.split(' ', 1)[1]).absolute()
+             for line in stderr.splitlines() if line.startswith('WROTE ')}
+    return {path.relative_to(workdir.absolute()).parts[0] for path in paths
+            if path.is_relative_to(workdir.absolute())} - {'checkpoints'}
+
+  assert written(outputs[0][1]) >= {'results.json', 'metrics.jsonl',
+                                    'config.json', 'lock'}
+  assert written(outputs[1][1]) == set()
