@@ -1,8 +1,11 @@
 """Checkpoints, exact resume, clean stops and data parallelism, end to end.
 
-Each run is a real CLI run in a subprocess (so it can be killed, interrupted
-or given four CPU devices) on tiny generated ListOps. The subprocesses share a
-persistent compilation cache to keep the file near a minute on two cores.
+Also what must not end or corrupt a run: a damaged checkpoint, a second run in
+the workdir, a failed save, several processes. Each run is a real CLI run in a
+subprocess (so it can be killed, interrupted, given four CPU devices or run as
+two processes) on tiny generated ListOps, except where a writer is patched.
+The subprocesses share a persistent compilation cache to keep the file near
+two minutes on two cores.
 """
 
 import contextlib
