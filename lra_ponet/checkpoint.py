@@ -137,9 +137,10 @@ def _quiet_orbax_failure():
   exit; so their error logs are dropped and they are waited for.
   """
   logger = logging.getLogger('absl')
-  only_others = logging.Filter()
-  only_others.filter = lambda record: (
-      record.levelno < logging.ERROR or 'orbax' not in record.pathname)
+
+  def only_others(record):
+    return record.levelno < logging.ERROR or 'orbax' not in record.pathname
+
   logger.addFilter(only_others)
   try:
     yield

@@ -59,9 +59,11 @@ def hold(workdir):
 
   In a run of several processes, process 0 holds it for all of them (they
   share the workdir) and tells every process whether it got it, so that all
-  of them stop when it is refused.
+  of them stop when it is refused. A workdir made here that holds nothing
+  else at the end (the run failed at once, e.g. on a bad config) is removed.
   """
   workdir = pathlib.Path(workdir)
+  made = not workdir.exists()
   descriptor, refusal = None, None
   if jax.process_index() == 0:
     descriptor, refusal = _acquire(workdir)
@@ -77,4 +79,8 @@ def hold(workdir):
     yield
   finally:
     if descriptor is not None:
+      if made and os.listdir(workdir) == [LOCK_FILE]:
+        os.unlink(workdir / LOCK_FILE)
+        with contextlib.suppress(OSError):  # Another run made a file since.
+          workdir.rmdir()
       os.close(descriptor)  # Releases the lock.

@@ -31,6 +31,7 @@ import tasks
 from lra_ponet import checkpoint
 from lra_ponet import parallel
 from lra_ponet import train
+from lra_ponet import workdir_lock
 from lra_ponet.errors import UserError
 from tasks import listops_generator
 
@@ -438,6 +439,18 @@ def test_lock_left_by_a_killed_run_does_not_block_a_resume(env, reference,
   assert resumed.returncode == 0, resumed.stderr
   assert 'Resuming from step 24 of 24' in resumed.stdout
   assert results(workdir) == results(reference)
+
+
+def test_workdir_of_a_run_that_failed_at_once_is_not_left(tmp_path):
+  with pytest.raises(UserError):
+    with workdir_lock.hold(tmp_path / 'new'):
+      assert (tmp_path / 'new' / workdir_lock.LOCK_FILE).exists()
+      raise UserError('bad config')
+  assert not (tmp_path / 'new').exists()
+  with workdir_lock.hold(tmp_path / 'used'):
+    (tmp_path / 'used' / 'config.json').write_text('{}')
+  assert sorted(path.name for path in (tmp_path / 'used').iterdir()) == [
+      'config.json', workdir_lock.LOCK_FILE]
 
 
 def fail_json_save_at(call):
