@@ -130,11 +130,14 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
 
 @contextlib.contextmanager
 def _quiet_orbax_failure():
-  """Lets a failed orbax save end in one line: the SaveError.
+  """Lets a failed orbax save or restore be reported in one line.
 
   Orbax logs the traceback of a failed write from each writer thread, and
   the threads still writing other items would fail noisily at interpreter
-  exit; so their error logs are dropped and they are waited for.
+  exit; so their error logs are dropped and they are waited for. TensorStore
+  completes the abandoned reads and writes into orbax's closed event loops,
+  during the call and later: those unraisable errors are dropped, for good
+  once a call failed.
   """
   logger = logging.getLogger('absl')
 
@@ -142,6 +145,8 @@ def _quiet_orbax_failure():
     return record.levelno < logging.ERROR or 'orbax' not in record.pathname
 
   logger.addFilter(only_others)
+  unraisablehook = sys.unraisablehook
+  sys.unraisablehook = _without_closed_loop_errors(unraisablehook)
   try:
     yield
   except Exception:
@@ -150,8 +155,18 @@ def _quiet_orbax_failure():
           and thread is not threading.current_thread()):
         thread.join(timeout=60)
     raise
+  else:
+    sys.unraisablehook = unraisablehook
   finally:
     logger.removeFilter(only_others)
+
+
+def _without_closed_loop_errors(hook):
+  def filtered(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      hook(unraisable)
+  return filtered
 
 
 def _abstract(tree):
@@ -194,19 +209,22 @@ class Checkpoints:
     # TensorStore reports failed writes as ValueError, orbax as Exception.
     except Exception as error:  # pylint: disable=broad-exception-caught
       latest = self.latest_step()
-      kept = (f'the last complete checkpoint, step {latest}, is intact'
-              if latest is not None else 'no checkpoint had been saved yet')
+      kept, then = (
+          (f'the last complete checkpoint, step {latest}, is intact',
+           'resume from it') if latest is not None
+          else ('no checkpoint had been saved yet', 'start again'))
       raise SaveError(
           f'could not save the checkpoint of step {step} in '
           f'{self.directory} ({_first_line(error)}); {kept}; fix the cause '
-          '(e.g. free disk space), then rerun the same command to resume'
+          f'(e.g. free disk space), then rerun the same command to {then}'
       ) from error
 
   def _restore(self, step: int, state, best_model):
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(state)),
-        best_model=ocp.args.StandardRestore(_abstract(best_model)),
-        progress=ocp.args.JsonRestore()))
+    with _quiet_orbax_failure():
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(state)),
+          best_model=ocp.args.StandardRestore(_abstract(best_model)),
+          progress=ocp.args.JsonRestore()))
     return (step, restored['state'], restored['best_model'],
             restored['progress'])
 

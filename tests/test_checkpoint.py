@@ -375,6 +375,7 @@ def test_unreadable_latest_checkpoint_is_skipped(env, reference, tmp_path,
   skipped = [line for line in resumed.stderr.splitlines()
              if line.startswith('skipped checkpoint')]
   assert len(skipped) == 1, resumed.stderr
+  assert 'Traceback' not in resumed.stderr
   assert skipped[0].startswith('skipped checkpoint step 24, unreadable (')
   assert skipped[0].endswith('; resuming from step 16')
   assert 'Resuming from step 16 of 24' in resumed.stdout
@@ -497,6 +498,44 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint(
   assert steps_saved(tmp_path) == [8, 16, 24]
   assert not list((tmp_path / checkpoint.CHECKPOINTS).glob('*tmp*'))
   assert_same_run(tmp_path, reference)
+
+
+# `python -m lra_ponet.run` in which no file may grow past 16 KiB: a real
+# failed write, inside TensorStore, for the arrays of a checkpoint.
+FILE_SIZE_LIMITED = textwrap.dedent('''
+    import resource, runpy
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.RLIM_INFINITY))
+    runpy.run_module('lra_ponet.run', run_name='__main__', alter_sys=True)
+''')
+
+
+def test_failed_checkpoint_write_ends_the_run_in_one_line(env, reference,
+                                                          tmp_path):
+  workdir = copy_of(reference, tmp_path)
+  shutil.rmtree(workdir / checkpoint.CHECKPOINTS / str(TRAIN_STEPS))
+  # Compiled programs would hit the limit too; they are not cached here.
+  limited_env = {name: value for name, value in env.items()
+                 if name != 'JAX_COMPILATION_CACHE_DIR'}
+  failed = subprocess.run(
+      [sys.executable, '-c', FILE_SIZE_LIMITED, *cli_args(env, workdir)],
+      env=limited_env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert failed.returncode == 1, failed.stderr
+  assert 'Traceback' not in failed.stderr
+  last = failed.stderr.splitlines()[-1]
+  assert last.startswith('error: could not save the checkpoint of step 24 '
+                         f'in {workdir / checkpoint.CHECKPOINTS} (')
+  assert 'File too large' in last
+  assert last.endswith('the last complete checkpoint, step 16, is intact; '
+                       'fix the cause (e.g. free disk space), then rerun the '
+                       'same command to resume from it')
+  assert steps_saved(workdir) == [8, 16]
+  assert metrics(workdir) == metrics(reference)
+
+  resumed = run_cli(env, workdir)
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'Resuming from step 16 of 24' in resumed.stdout
+  assert_same_run(workdir, reference)
 
 
 def test_failed_file_write_keeps_the_previous_file(tmp_path, monkeypatch):
