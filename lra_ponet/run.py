@@ -9,7 +9,8 @@ paper's; `lra`: the original LRA one); any field can then be overridden with
 `--config.FIELD=VALUE`.
 
 The run checkpoints into its workdir; the same command with the same
-`--workdir` resumes an interrupted run. All local devices are used (the batch
+`--workdir` resumes an interrupted run. A workdir in use by another run is
+refused (see `workdir_lock`). All local devices are used (the batch
 is split over them); `--distributed` joins a multi-host run (see README).
 """
 
