@@ -33,9 +33,13 @@ def _holder(path: pathlib.Path) -> str:
 
 def _acquire(workdir: pathlib.Path):
   """(descriptor holding the lock or None, refusal message or None)."""
-  workdir.mkdir(parents=True, exist_ok=True)
   path = workdir / LOCK_FILE
-  descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as error:
+    return None, (f'cannot write in {workdir} ({error.strerror}); choose '
+                  'another --workdir')
   try:
     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -71,8 +75,8 @@ def hold(workdir):
     refused = multihost_utils.broadcast_one_to_all(
         np.int32(refusal is not None))
     if refused and refusal is None:
-      refusal = (f'{workdir} is in use by the run of '
-                 f'{_holder(workdir / LOCK_FILE)}; process 0 was refused')
+      refusal = (f'process 0 could not lock {workdir / LOCK_FILE}; see its '
+                 'error')
   if refusal:
     raise UserError(refusal)
   try:
