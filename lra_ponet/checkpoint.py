@@ -7,21 +7,30 @@ training state) and `progress` (JSON bookkeeping: the metrics records, the
 best accuracy and its step, the running train-metric sums since the last
 evaluation, the run's timing summed over invocations). Together they let a
 resumed run continue exactly where the saved one was. Orbax writes each step
-into a temporary folder and renames it when complete, so a kill at any moment
-leaves only finished checkpoints.
+into a temporary folder and renames it when complete, so a kill, or a write
+that fails (a full disk), leaves only finished checkpoints. A finished one
+that cannot be read back (a file truncated, deleted or overwritten since) is
+set aside and the run resumes from the newest one that can.
 """
 
+import contextlib
 import json
+import logging
 import os
 import pathlib
 import shutil
+import sys
+import threading
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from lra_ponet.errors import UserError
 
 CHECKPOINTS = 'checkpoints'
+# Where checkpoints that could not be restored are moved, for inspection.
+UNREADABLE = 'unreadable_checkpoints'
 # Files of a run besides its config and checkpoints; --overwrite removes them.
 RUN_FILES = ('metrics.jsonl', 'results.json')
 # Fields that change only logging and checkpointing, not what the run
@@ -30,16 +39,38 @@ RESUMABLE_FIELDS = frozenset({'log_every', 'checkpoint_every',
                               'checkpoint_keep'})
 
 
+class SaveError(UserError):
+  """A file or checkpoint could not be written (a full disk, say).
+
+  What the run had saved before is intact, so it can be resumed.
+  """
+
+
+def _first_line(error: Exception) -> str:
+  line = (str(error).strip().splitlines() or [''])[0]
+  # Orbax appends a many-line dump of the TensorStore spec to read errors.
+  line = line.split(' See full TensorStore details')[0]
+  return f'{type(error).__name__}: {line}'
+
+
 def write_text_atomically(path, text: str):
-  """A reader, or a kill at any moment, sees the old file or the new one."""
+  """A reader, or a kill or failed write at any moment, sees the old file or
+  the new one; a failed write raises SaveError."""
   path = pathlib.Path(path)
   partial = path.with_name(f'.{path.name}.partial')
-  with open(partial, 'w', encoding='utf-8') as file:
-    file.write(text)
-    file.flush()
-    # Without it a machine crash could leave the renamed file empty.
-    os.fsync(file.fileno())
-  os.replace(partial, path)
+  try:
+    with open(partial, 'w', encoding='utf-8') as file:
+      file.write(text)
+      file.flush()
+      # Without it a machine crash could leave the renamed file empty.
+      os.fsync(file.fileno())
+    os.replace(partial, path)
+  except OSError as error:
+    partial.unlink(missing_ok=True)
+    raise SaveError(f'could not write {path} ({error.strerror or error}); '
+                    'the previous version of it is intact; fix the cause '
+                    '(e.g. free disk space), then rerun the same command to '
+                    'resume from the last checkpoint') from error
 
 
 def _flatten(tree, prefix=''):
@@ -90,6 +121,7 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
     workdir.mkdir(parents=True, exist_ok=True)
     if overwrite:
       shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)
+      shutil.rmtree(workdir / UNREADABLE, ignore_errors=True)
       for name in RUN_FILES:
         (workdir / name).unlink(missing_ok=True)
     write_text_atomically(config_path,
@@ -99,6 +131,47 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
     raise UserError(f'cannot use {workdir} as the workdir: '
                     f'{error.strerror or error} ({error.filename}); choose '
                     'another --workdir') from None
+
+
+@contextlib.contextmanager
+def _quiet_orbax_failure():
+  """Lets a failed orbax save or restore be reported in one line.
+
+  Orbax logs the traceback of a failed write from each writer thread, and
+  the threads still writing other items would fail noisily at interpreter
+  exit; so their error logs are dropped and they are waited for. TensorStore
+  completes the abandoned reads and writes into orbax's closed event loops,
+  during the call and later: those unraisable errors are dropped, for good
+  once a call failed.
+  """
+  logger = logging.getLogger('absl')
+
+  def only_others(record):
+    return record.levelno < logging.ERROR or 'orbax' not in record.pathname
+
+  logger.addFilter(only_others)
+  unraisablehook = sys.unraisablehook
+  sys.unraisablehook = _without_closed_loop_errors(unraisablehook)
+  try:
+    yield
+  except Exception:
+    for thread in threading.enumerate():
+      if (type(thread).__module__.startswith('orbax')
+          and thread is not threading.current_thread()):
+        thread.join(timeout=60)
+    raise
+  else:
+    sys.unraisablehook = unraisablehook
+  finally:
+    logger.removeFilter(only_others)
+
+
+def _without_closed_loop_errors(hook):
+  def filtered(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      hook(unraisable)
+  return filtered
 
 
 def _abstract(tree):
@@ -113,6 +186,7 @@ class Checkpoints:
 
   def __init__(self, workdir: pathlib.Path, keep: int):
     self.directory = workdir / CHECKPOINTS
+    self._unreadable = workdir / UNREADABLE
     # Synchronous: when save() returns the step is on disk and the training
     # step may donate the state's buffers.
     self._manager = ocp.CheckpointManager(
@@ -126,29 +200,81 @@ class Checkpoints:
     return self._manager.latest_step()
 
   def save(self, step: int, state, best_model, progress: dict):
-    self._manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        best_model=ocp.args.StandardSave(best_model),
-        progress=ocp.args.JsonSave(progress)))
+    """Saves a step; SaveError if it cannot, the previous steps intact.
 
-  def restore_latest(self, state, best_model):
-    """(step, state, best_model, progress) of the latest step, or None.
-
-    `state` and `best_model` give the structure and the shardings to restore
-    into (e.g. freshly initialised ones); their values are not used.
+    A failed save leaves only orbax's temporary folder, which is never taken
+    for a checkpoint and is deleted when the run is resumed.
     """
-    step = self.latest_step()
-    if step is None:
-      return None
-    return (step, *self.restore(step, state, best_model))
+    try:
+      with _quiet_orbax_failure():
+        self._manager.save(step, force=True, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            best_model=ocp.args.StandardSave(best_model),
+            progress=ocp.args.JsonSave(progress)))
+    # TensorStore reports failed writes as ValueError, orbax as Exception.
+    except Exception as error:  # pylint: disable=broad-exception-caught
+      latest = self.latest_step()
+      kept, then = (
+          (f'the last complete checkpoint, step {latest}, is intact',
+           'resume from it') if latest is not None
+          else ('no checkpoint had been saved yet', 'start again'))
+      raise SaveError(
+          f'could not save the checkpoint of step {step} in '
+          f'{self.directory} ({_first_line(error)}); {kept}; fix the cause '
+          f'(e.g. free disk space), then rerun the same command to {then}'
+      ) from error
 
   def restore(self, step: int, state, best_model):
     """(state, best_model, progress) saved at `step`; see restore_latest."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(state)),
-        best_model=ocp.args.StandardRestore(_abstract(best_model)),
-        progress=ocp.args.JsonRestore()))
+    with _quiet_orbax_failure():
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(state)),
+          best_model=ocp.args.StandardRestore(_abstract(best_model)),
+          progress=ocp.args.JsonRestore()))
     return restored['state'], restored['best_model'], restored['progress']
+
+  def restore_latest(self, state, best_model):
+    """(step, state, best_model, progress) of the newest readable step, or None.
+
+    `state` and `best_model` give the structure and the shardings to restore
+    into (e.g. freshly initialised ones); their values are not used. Newer
+    steps that fail to restore while an older one restores are corrupt: each
+    is reported in one line and moved to `unreadable_checkpoints/`, so that
+    the run saves that step afresh. If none restores, nothing is moved and
+    UserError names the failures (the code or config may have changed).
+    """
+    failures = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = (step, *self.restore(step, state, best_model))
+      # Orbax and TensorStore raise many types for a damaged checkpoint.
+      except Exception as error:  # pylint: disable=broad-exception-caught
+        failures.append((step, _first_line(error)))
+        continue
+      self._set_aside(failures, step)
+      return restored
+    if failures:
+      raise UserError(
+          f'no checkpoint in {self.directory} can be restored ('
+          + '; '.join(f'step {step}: {why}' for step, why in failures)
+          + '); pass --overwrite to start afresh')
+    return None
+
+  def _set_aside(self, failures, restored_step: int):
+    """Moves the unreadable steps out of the checkpoint folder."""
+    for step, why in failures:
+      print(f'skipped checkpoint step {step}, unreadable ({why}); moved to '
+            f'{self._unreadable / str(step)}; resuming from step '
+            f'{restored_step}', file=sys.stderr, flush=True)
+      if jax.process_index() == 0:
+        destination = self._unreadable / str(step)
+        shutil.rmtree(destination, ignore_errors=True)
+        self._unreadable.mkdir(exist_ok=True)
+        shutil.move(self.directory / str(step), destination)
+    if failures:
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('lra_ponet: checkpoints set aside')
+      self._manager.reload()
 
   def reached_preemption(self, step: int) -> bool:
     """Whether all processes agreed to stop at `step` for a preemption.

@@ -10,7 +10,8 @@ schedule with its own optimiser fields; any field can then be overridden with
 `--config.FIELD=VALUE`.
 
 The run checkpoints into its workdir; the same command with the same
-`--workdir` resumes an interrupted run. All local devices are used (the batch
+`--workdir` resumes an interrupted run. A workdir in use by another run is
+refused (see `workdir_lock`). All local devices are used (the batch
 is split over them); `--distributed` joins a multi-host run (see README).
 """
 
@@ -30,6 +31,7 @@ import tasks
 from configs import base
 from lra_ponet import models
 from lra_ponet import train
+from lra_ponet import workdir_lock
 from lra_ponet.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -133,9 +135,10 @@ def main(argv):
     workdir = FLAGS.workdir or pathlib.Path('runs') / (
         f'{config.task}_{config.model.name}_'
         f'{datetime.datetime.now():%Y%m%d_%H%M%S}')
-    results = train.train_and_evaluate(config, workdir,
-                                       overwrite=FLAGS.overwrite,
-                                       tensorboard=FLAGS.tensorboard)
+    with workdir_lock.hold(workdir):
+      results = train.train_and_evaluate(config, workdir,
+                                         overwrite=FLAGS.overwrite,
+                                         tensorboard=FLAGS.tensorboard)
   except UserError as error:
     sys.exit(f'error: {error}')
   except train.Interrupted as interrupted:

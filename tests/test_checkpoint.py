@@ -1,15 +1,21 @@
 """Checkpoints, exact resume, clean stops and data parallelism, end to end.
 
-Each run is a real CLI run in a subprocess (so it can be killed, interrupted
-or given four CPU devices) on tiny generated ListOps. The subprocesses share a
-persistent compilation cache to keep the file near a minute on two cores.
+Also what must not end or corrupt a run: a damaged checkpoint, a second run in
+the workdir, a failed save, several processes. Each run is a real CLI run in a
+subprocess (so it can be killed, interrupted, given four CPU devices or run as
+two processes) on tiny generated ListOps, except where a writer is patched.
+The subprocesses share a persistent compilation cache to keep the file near
+two minutes on two cores.
 """
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +32,7 @@ import tasks
 from lra_ponet import checkpoint
 from lra_ponet import parallel
 from lra_ponet import train
+from lra_ponet import workdir_lock
 from lra_ponet.errors import UserError
 from tasks import listops_generator
 
@@ -444,3 +451,284 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
   assert not (tmp_path / 'metrics.jsonl').exists()
   assert json.loads((tmp_path / 'config.json').read_text()) == changed
   assert not list(tmp_path.glob('.*partial'))
+
+
+def copy_of(reference, tmp_path):
+  """The reference run's workdir without its results, to be resumed."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference, workdir)
+  (workdir / 'results.json').unlink()
+  return workdir
+
+
+def truncate(path):
+  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def overwrite_with_garbage(path):
+  path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+
+
+# One damage per item of the checkpoint: its array index, its JSON, its data.
+DAMAGES = {'truncated': ('state/manifest.ocdbt', truncate),
+           'missing': ('progress/metadata', pathlib.Path.unlink),
+           'garbage': ('best_model/d/*', overwrite_with_garbage)}
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGES))
+def test_unreadable_latest_checkpoint_is_skipped(env, reference, tmp_path,
+                                                 damage):
+  workdir = copy_of(reference, tmp_path)
+  pattern, damage_file = DAMAGES[damage]
+  (path,) = (workdir / checkpoint.CHECKPOINTS / str(TRAIN_STEPS)).glob(
+      pattern)
+  damage_file(path)
+
+  resumed = run_cli(env, workdir)
+  assert resumed.returncode == 0, resumed.stderr
+  skipped = [line for line in resumed.stderr.splitlines()
+             if line.startswith('skipped checkpoint')]
+  assert len(skipped) == 1, resumed.stderr
+  assert 'Traceback' not in resumed.stderr
+  assert skipped[0].startswith('skipped checkpoint step 24, unreadable (')
+  assert skipped[0].endswith('; resuming from step 16')
+  assert 'Resuming from step 16 of 24' in resumed.stdout
+  assert (workdir / checkpoint.UNREADABLE / '24').is_dir()
+  assert steps_saved(workdir) == [8, 16, 24]
+  assert_same_run(workdir, reference)
+
+
+def test_no_readable_checkpoint_is_refused_and_nothing_moved(
+    env, reference, tmp_path):
+  workdir = copy_of(reference, tmp_path)
+  for step in steps_saved(workdir):
+    (workdir / checkpoint.CHECKPOINTS / str(step) / 'progress'
+     / 'metadata').unlink()
+  refused = run_cli(env, workdir)
+  assert refused.returncode == 1
+  assert refused.stderr.startswith(
+      f'error: no checkpoint in {workdir / checkpoint.CHECKPOINTS} can be '
+      'restored (step 24: FileNotFoundError')
+  assert '--overwrite' in refused.stderr
+  assert steps_saved(workdir) == [8, 16, 24]
+  assert not (workdir / checkpoint.UNREADABLE).exists()
+
+
+HOLD_LOCK = textwrap.dedent('''
+    import sys, time
+    from lra_ponet import workdir_lock
+    with workdir_lock.hold(sys.argv[1]):
+      print('HELD', flush=True)
+      time.sleep(600)
+''')
+
+
+def test_second_run_in_a_workdir_is_refused_at_once(env, tmp_path):
+  workdir = tmp_path / 'run'
+  holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(workdir)],
+                            env=env, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == 'HELD\n'
+    started = time.monotonic()
+    refused = run_cli(env, workdir)
+    assert time.monotonic() - started < 60  # No training, no compilation.
+  finally:
+    holder.kill()
+    holder.wait()
+  assert refused.returncode == 1
+  assert refused.stderr == (
+      f'error: {workdir} is in use by the run of pid {holder.pid} on '
+      f'{socket.gethostname()}; wait for it to end or stop it, or choose '
+      'another --workdir\n')
+  assert sorted(path.name for path in workdir.iterdir()) == ['lock']
+
+
+def test_lock_left_by_a_killed_run_does_not_block_a_resume(env, reference,
+                                                          tmp_path):
+  workdir = copy_of(reference, tmp_path)
+  ended = subprocess.Popen([sys.executable, '-c', ''])
+  ended.wait()
+  (workdir / 'lock').write_text(
+      f'pid {ended.pid} on {socket.gethostname()}\n')
+  resumed = run_cli(env, workdir)
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'Resuming from step 24 of 24' in resumed.stdout
+  assert results(workdir) == results(reference)
+
+
+def test_workdir_of_a_run_that_failed_at_once_is_not_left(tmp_path):
+  with pytest.raises(UserError):
+    with workdir_lock.hold(tmp_path / 'new'):
+      assert (tmp_path / 'new' / workdir_lock.LOCK_FILE).exists()
+      raise UserError('bad config')
+  assert not (tmp_path / 'new').exists()
+  with workdir_lock.hold(tmp_path / 'used'):
+    (tmp_path / 'used' / 'config.json').write_text('{}')
+  assert sorted(path.name for path in (tmp_path / 'used').iterdir()) == [
+      'config.json', workdir_lock.LOCK_FILE]
+
+
+# `python -m lra_ponet.run` whose JSON writer finds the disk full at its
+# second checkpoint, after writing half its file.
+DISK_FULL_AT_SECOND_SAVE = textwrap.dedent('''
+    import errno, json, os, runpy
+    import orbax.checkpoint as ocp
+
+    saves = []
+
+    async def save_fn(self, item, directory):
+      saves.append(directory)
+      text = json.dumps(item)
+      if len(saves) < 2:
+        (directory / 'metadata').write_text(text)
+        return
+      (directory / 'metadata').write_text(text[:len(text) // 2])
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    ocp.handlers.JsonCheckpointHandler._save_fn = save_fn
+    runpy.run_module('lra_ponet.run', run_name='__main__', alter_sys=True)
+''')
+
+
+def test_disk_full_during_a_save_keeps_the_last_checkpoint(env, reference,
+                                                           tmp_path):
+  failed = subprocess.run(
+      [sys.executable, '-c', DISK_FULL_AT_SECOND_SAVE,
+       *cli_args(env, tmp_path)],
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert failed.returncode == 1, failed.stderr
+  assert 'Traceback' not in failed.stderr
+  # Saves come at steps 8, 16 and 24: the one of step 16 failed.
+  assert failed.stderr.splitlines()[-1] == (
+      'error: could not save the checkpoint of step 16 in '
+      f'{tmp_path / checkpoint.CHECKPOINTS} (OSError: [Errno 28] No space '
+      'left on device); the last complete checkpoint, step 8, is intact; fix '
+      'the cause (e.g. free disk space), then rerun the same command to '
+      'resume from it')
+  assert steps_saved(tmp_path) == [8]
+  # The half-written step is left in orbax's temporary folder only.
+  assert [path.name for path in (tmp_path / checkpoint.CHECKPOINTS).iterdir()
+          if not path.name.isdigit()] == ['16.orbax-checkpoint-tmp']
+  assert metrics(tmp_path) == metrics(reference)[:2]
+  # What a resume sees (the resume itself is tested with a real failure).
+  saved = checkpoint.Checkpoints(tmp_path, keep=3)
+  assert saved.latest_step() == 8
+  saved.close()
+
+
+# `python -m lra_ponet.run` in which no file may grow past 16 KiB: a real
+# failed write, inside TensorStore, for the arrays of a checkpoint.
+FILE_SIZE_LIMITED = textwrap.dedent('''
+    import resource, runpy
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.RLIM_INFINITY))
+    runpy.run_module('lra_ponet.run', run_name='__main__', alter_sys=True)
+''')
+
+
+def test_failed_checkpoint_write_ends_the_run_in_one_line(env, reference,
+                                                          tmp_path):
+  workdir = copy_of(reference, tmp_path)
+  shutil.rmtree(workdir / checkpoint.CHECKPOINTS / str(TRAIN_STEPS))
+  failed = subprocess.run(
+      [sys.executable, '-c', FILE_SIZE_LIMITED, *cli_args(env, workdir)],
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert failed.returncode == 1, failed.stderr
+  assert 'Traceback' not in failed.stderr
+  last = failed.stderr.splitlines()[-1]
+  assert last.startswith('error: could not save the checkpoint of step 24 '
+                         f'in {workdir / checkpoint.CHECKPOINTS} (')
+  assert 'File too large' in last
+  assert last.endswith('the last complete checkpoint, step 16, is intact; '
+                       'fix the cause (e.g. free disk space), then rerun the '
+                       'same command to resume from it')
+  assert steps_saved(workdir) == [8, 16]
+  assert metrics(workdir) == metrics(reference)
+
+  resumed = run_cli(env, workdir)
+  assert resumed.returncode == 0, resumed.stderr
+  assert 'Resuming from step 16 of 24' in resumed.stdout
+  assert not list((workdir / checkpoint.CHECKPOINTS).glob('*tmp*'))
+  assert_same_run(workdir, reference)
+
+
+def test_failed_file_write_keeps_the_previous_file(tmp_path, monkeypatch):
+  path = tmp_path / 'results.json'
+  path.write_text('previous\n')
+
+  def disk_full(descriptor):
+    del descriptor
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, 'fsync', disk_full)
+  with pytest.raises(checkpoint.SaveError,
+                     match=rf'^could not write {path} \(No space left on '
+                     r'device\); the previous version of it is intact; '):
+    checkpoint.write_text_atomically(path, 'new\n')
+  assert path.read_text() == 'previous\n'
+  assert sorted(tmp_path.iterdir()) == [path]
+
+
+# `python -m lra_ponet.run` that reports on stderr every file it opens for
+# writing, renames or removes, so a test can see which process wrote what.
+WRITES_REPORTED = textwrap.dedent('''
+    import runpy, sys
+
+    def report(event, args):
+      if event == 'open' and isinstance(args[0], str) and (
+          (args[1] or 'r') != 'r' or args[2] & 0o3):
+        print('WROTE', args[0], file=sys.stderr)
+      elif event in ('os.rename', 'os.remove', 'os.unlink', 'shutil.rmtree'):
+        print('WROTE', args[1] if event == 'os.rename' else args[0],
+              file=sys.stderr)
+
+    sys.addaudithook(report)
+    runpy.run_module('lra_ponet.run', run_name='__main__', alter_sys=True)
+''')
+
+
+def free_port():
+  with socket.socket() as probe:
+    probe.bind(('127.0.0.1', 0))
+    return probe.getsockname()[1]
+
+
+def test_two_processes_match_one_and_only_process_0_writes(env, reference,
+                                                           tmp_path):
+  workdir = tmp_path / 'run'
+  coordinator = {'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{free_port()}',
+                 'JAX_NUM_PROCESSES': '2',
+                 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'}
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', WRITES_REPORTED, '--distributed',
+       *cli_args(env, workdir)],
+      env={**env, **coordinator, 'JAX_PROCESS_ID': str(index)},
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for index in range(2)]
+  try:
+    outputs = [process.communicate(timeout=300) for process in processes]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+  for process, (_, stderr) in zip(processes, outputs):
+    assert process.returncode == 0, stderr
+  assert 'on 2 x cpu' in outputs[0][0]
+
+  got, want = metrics(workdir), metrics(reference)
+  assert [record['step'] for record in got] == [6, 12, 18, 24]
+  for name in ('train_loss', 'val_loss', 'learning_rate'):
+    np.testing.assert_allclose([record[name] for record in got],
+                               [record[name] for record in want], rtol=1e-5)
+  assert steps_saved(workdir) == [8, 16, 24]
+
+  def written(stderr):
+    """The files a process wrote in the workdir, checkpoints aside."""
+    paths = {pathlib.Path(line.split(' ', 1)[1]).absolute()
+             for line in stderr.splitlines() if line.startswith('WROTE ')}
+    return {path.relative_to(workdir.absolute()).parts[0] for path in paths
+            if path.is_relative_to(workdir.absolute())} - {'checkpoints'}
+
+  assert written(outputs[0][1]) >= {'results.json', 'metrics.jsonl',
+                                    'config.json', 'lock'}
+  assert written(outputs[1][1]) == set()
