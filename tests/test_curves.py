@@ -104,7 +104,7 @@ def test_a_run_with_tensorboard_logs_what_metrics_jsonl_has(
   config.data_dir = str(tiny_listops_dir)
   config.update(dict(max_len=32, padded_len=32, batch_size=4,
                      eval_batch_size=8, train_steps=4, eval_every=2,
-                     warmup_steps=1))
+                     warmup_steps=2))
   config.model.update(dict(num_layers=1, dim=16, mlp_dim=32, segment_num=4))
   train.train_and_evaluate(config, tmp_path, tensorboard=True)
   records = [json.loads(line)
