@@ -17,7 +17,7 @@ reason, and the sweep goes on. A model that ran out of memory or time is not
 run at longer lengths (its rows say "not run"; cost only grows with length)
 unless --run_after_failure. --until_oom keeps doubling the length past the
 list until every model has stopped or --max_length is reached. --sweep_id
-splits one sweep over several commands (benchmarks/gpu_table2.sh does, for
+splits one sweep over several commands (benchmarks/gpu_all.sh does, for
 machines that limit a command's time).
 
 Every cell appends one row to `<results_dir>/bench_<device kind>.csv` (header
