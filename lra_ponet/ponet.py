@@ -21,7 +21,7 @@ rounding:
 - On a CPU, a large batch is mixed in chunks of examples (`lax.map`), each
   chunk's intermediates recomputed in the backward pass rather than stored:
   this cut XLA's memory plan of a ListOps training step (batch 32, L=2,048)
-  from 1,262 to 1,003 MiB and its CPU time by about a fifth. (XLA's
+  from 1,198 to 1,003 MiB and its CPU time by about a seventh. (XLA's
   cost_analysis counts a loop's body once, so the FLOPs it reports for such
   a step are those of one chunk's mixer, not the batch's.)
 - `gate`, `segment` and `local` run as one D x 3D matmul.
