@@ -77,7 +77,8 @@ written once; a rerun appends, never overwrites). Columns:
 
 XLA counts the body of a loop once in cost_analysis(): a model that loops
 (on a CPU, PoNet runs its mixer over chunks of examples in a `lax.map` when
-the batch holds more than ponet.CHUNK_TOKENS tokens) has more FLOPs and bytes than recorded.
+the batch holds more than ponet.CHUNK_TOKENS tokens) has more FLOPs and
+bytes than recorded.
 A CSV written before the cost columns existed is rewritten once with them
 added (empty in the old rows); nothing else in it changes.
 """
