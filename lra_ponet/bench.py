@@ -17,7 +17,7 @@ reason, and the sweep goes on. A model that ran out of memory or time is not
 run at longer lengths (its rows say "not run"; cost only grows with length)
 unless --run_after_failure. --until_oom keeps doubling the length past the
 list until every model has stopped or --max_length is reached. --sweep_id
-splits one sweep over several commands (benchmarks/gpu_table2.sh does, for
+splits one sweep over several commands (benchmarks/gpu_all.sh does, for
 machines that limit a command's time).
 
 Every cell appends one row to `<results_dir>/bench_<device kind>.csv` (header
@@ -45,6 +45,14 @@ written once; a rerun appends, never overwrites). Columns:
                       paired task (retrieval: two documents per example)
   flops_per_step      `compiled.cost_analysis()` FLOPs of one step
   tflops_per_s        flops_per_step * steps_per_s / 1e12 (achieved)
+  bytes_per_step      `compiled.cost_analysis()` bytes accessed of one step
+                      (XLA's count of operand and result bytes per op)
+  gb_per_s            bytes_per_step * steps_per_s / 1e9 (achieved)
+  peak_tflops_per_s, peak_gb_per_s   the device's peak FLOP rate for the
+                      dtype and its memory bandwidth, from PEAKS by device
+                      kind (paper figures); empty for an unknown device
+  tflops_fraction, bandwidth_fraction   achieved / peak: a cell far below
+                      both is bound by overhead, not by arithmetic or memory
   peak_bytes_in_use   measured: `device.memory_stats()` after the timed steps;
                       empty where the device has no memory_stats (CPU)
   bytes_limit         the device's memory, from the same memory_stats
@@ -67,6 +75,13 @@ written once; a rerun appends, never overwrites). Columns:
   flax_version, git_commit   the stamp (commit "+dirty" with local edits
                       to the code, results/ not counted)
   config_json         the cell's full config
+
+XLA counts the body of a loop once in cost_analysis(): a model that loops
+(on a CPU, PoNet runs its mixer over chunks of examples in a `lax.map` when
+the batch holds more than ponet.CHUNK_TOKENS tokens) has more FLOPs and
+bytes than recorded.
+A CSV written before the cost columns existed is rewritten once with them
+added (empty in the old rows); nothing else in it changes.
 """
 
 import csv
@@ -157,7 +172,9 @@ COLUMNS = (
     'batch_size', 'tokens_per_batch', 'dtype', 'segment_num', 'segment_len',
     'num_params', 'status', 'reason', 'compile_s', 'ms_median', 'ms_min',
     'ms_max', 'steps_per_s', 'tokens_per_s', 'flops_per_step',
-    'tflops_per_s', 'peak_bytes_in_use', 'bytes_limit', 'plan_total_bytes',
+    'tflops_per_s', 'bytes_per_step', 'gb_per_s', 'peak_tflops_per_s',
+    'peak_gb_per_s', 'tflops_fraction', 'bandwidth_fraction',
+    'peak_bytes_in_use', 'bytes_limit', 'plan_total_bytes',
     'plan_argument_bytes', 'plan_output_bytes', 'plan_alias_bytes',
     'plan_temp_bytes', 'plan_generated_code_bytes', 'plan_xla_peak_bytes',
     'memory_cap_bytes', 'steps', 'warmup', 'cell_timeout_s', 'wall_s',
@@ -170,6 +187,15 @@ MARKER = 'BENCH_CELL '
 OOM_PATTERN = re.compile(
     r'RESOURCE_EXHAUSTED|resource exhausted|out of memory', re.IGNORECASE)
 STOPPING = ('OOM', 'TIMEOUT')
+# Paper peaks per device kind (spec/bench.md): HBM bandwidth in GB/s and
+# dense TFLOP/s per dtype (float32 without tensor cores). H100 and H200 share
+# the compute die. A device kind is matched by these words in its name.
+PEAKS = (
+    (('h100',), {'gb_per_s': 3350.0,
+                 'tflops_per_s': {'float32': 67.0, 'bfloat16': 990.0}}),
+    (('h200',), {'gb_per_s': 4800.0,
+                 'tflops_per_s': {'float32': 67.0, 'bfloat16': 990.0}}),
+)
 
 
 # ---------------------------------------------------------------- the cell --
@@ -211,12 +237,54 @@ def memory_plan(compiled) -> dict:
   return plan
 
 
+def device_peaks(device_kind: str, dtype: str) -> dict:
+  """The peak rates of a known device kind; empty when unknown."""
+  name = device_kind.lower()
+  for words, peaks in PEAKS:
+    if all(word in name for word in words):
+      return {'peak_gb_per_s': peaks['gb_per_s'],
+              'peak_tflops_per_s': peaks['tflops_per_s'].get(dtype)}
+  return {}
+
+
+def achieved(result, dtype: str, device_kind: str) -> dict:
+  """Achieved rates from the step's cost and speed; fractions of the peaks."""
+  rates = {}
+  steps_per_s = result.get('steps_per_s')
+  if not steps_per_s:
+    return rates
+  if result.get('flops_per_step'):
+    rates['tflops_per_s'] = result['flops_per_step'] * steps_per_s / 1e12
+  if result.get('bytes_per_step'):
+    rates['gb_per_s'] = result['bytes_per_step'] * steps_per_s / 1e9
+  peaks = device_peaks(device_kind, dtype)
+  rates.update(peaks)
+  for rate, peak, fraction in (
+      ('tflops_per_s', 'peak_tflops_per_s', 'tflops_fraction'),
+      ('gb_per_s', 'peak_gb_per_s', 'bandwidth_fraction')):
+    if rates.get(rate) and peaks.get(peak):
+      rates[fraction] = rates[rate] / peaks[peak]
+  return rates
+
+
 def host_memory_bytes() -> int:
   return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
 
 
 def is_oom(message: str) -> bool:
   return bool(OOM_PATTERN.search(message))
+
+
+def flat_step(train_step, state):
+  """`train_step` as a function of the state's leaves (a list of arrays)."""
+  treedef = jax.tree.structure(state)
+
+  def step(leaves, batch):
+    new_state, metrics = train_step(jax.tree.unflatten(treedef, leaves),
+                                    batch)
+    return jax.tree.leaves(new_state), metrics
+
+  return step
 
 
 def measure(cell) -> dict:
@@ -233,12 +301,19 @@ def measure(cell) -> dict:
       'inputs': rng.integers(1, info.vocab_size, shape, dtype=np.int32),
       'label': rng.integers(0, info.num_classes, cell['batch_size'],
                             dtype=np.int32)})
-  step = jax.jit(train.make_train_step(graphdef, mask_zero_tokens=True),
-                 donate_argnums=0)
+  step = jax.jit(flat_step(train.make_train_step(graphdef,
+                                                 mask_zero_tokens=True),
+                            state), donate_argnums=0)
+  # The state as a flat list of arrays: a call then costs no Python walk
+  # over the Variables (about 0.1 ms per leaf here, which would charge a
+  # model for the number of its parameter tensors).
+  state = jax.tree.leaves(state)
   tick = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   result['compile_s'] = time.perf_counter() - tick
-  result['flops_per_step'] = _first(compiled.cost_analysis()).get('flops')
+  cost = _first(compiled.cost_analysis())
+  result['flops_per_step'] = cost.get('flops')
+  result['bytes_per_step'] = cost.get('bytes accessed')
   result.update(memory_plan(compiled))
 
   device = jax.devices()[0]
@@ -272,8 +347,7 @@ def measure(cell) -> dict:
       tokens_per_s=math.prod(shape) * steps_per_s,
       peak_bytes_in_use=(device.memory_stats() or {}).get(
           'peak_bytes_in_use'))
-  if result['flops_per_step']:
-    result['tflops_per_s'] = result['flops_per_step'] * steps_per_s / 1e12
+  result.update(achieved(result, cell['dtype'], device.device_kind))
   return result
 
 
@@ -517,13 +591,37 @@ def row_for(cell, fields, sweep):
   return {column: row.get(column) for column in COLUMNS}
 
 
+def add_columns(path: pathlib.Path, header):
+  """Rewrites a CSV of older columns with today's; old rows keep every value.
+
+  Written beside it and renamed over it, so an interruption loses nothing.
+  """
+  with open(path, newline='', encoding='utf-8') as existing:
+    rows = list(csv.DictReader(existing))
+  partial = path.with_name(path.name + '.partial')
+  with open(partial, 'w', newline='', encoding='utf-8') as stream:
+    writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(partial, path)
+  print(f'{path}: added the columns '
+        f'{", ".join(c for c in COLUMNS if c not in header)} (empty in its '
+        f'{len(rows)} earlier rows)', flush=True)
+
+
 def open_csv(path: pathlib.Path):
-  """Opens the CSV for appending; refuses a file with other columns."""
+  """Opens the CSV for appending; refuses a file with other columns.
+
+  A file whose columns are a subset of today's (written by an earlier
+  version) first gets the new columns.
+  """
   path.parent.mkdir(parents=True, exist_ok=True)
   if path.exists() and path.stat().st_size:
     with open(path, newline='', encoding='utf-8') as existing:
       header = next(csv.reader(existing), [])
-    if tuple(header) != COLUMNS:
+    if tuple(header) != COLUMNS and header and set(header) < set(COLUMNS):
+      add_columns(path, header)
+    elif tuple(header) != COLUMNS:
       raise UserError(f'{path} was written with other columns; move it aside '
                       'so that this sweep starts a new file')
     new = False
@@ -543,6 +641,12 @@ def describe(fields) -> str:
   else:
     text = (f'ok {fields["ms_median"]:,.1f} ms/step '
             f'({fields["steps_per_s"]:,.2f} steps/s)')
+    if fields.get('gb_per_s') is not None:
+      text += (f', {fields.get("tflops_per_s") or 0:.3g} TFLOP/s '
+               f'{fields["gb_per_s"]:,.1f} GB/s')
+    if fields.get('bandwidth_fraction') is not None:
+      text += (f' ({fields.get("tflops_fraction") or 0:.1%} of peak FLOP/s, '
+               f'{fields["bandwidth_fraction"]:.1%} of peak bandwidth)')
   if fields.get('plan_total_bytes') is not None:
     text += f', plan {fields["plan_total_bytes"] / 2**20:,.1f} MiB'
   if fields.get('peak_bytes_in_use') is not None:

@@ -271,6 +271,16 @@ def maybe(value, text) -> str:
   return text(value) if known(value) else ''
 
 
+def peak_fractions(cell) -> str:
+  """`a% / b%` of the device's peak FLOP rate and bandwidth, if known."""
+  fractions = [getattr(cell, name, None)
+               for name in ('tflops_fraction', 'bandwidth_fraction')]
+  if not any(known(value) for value in fractions):
+    return ''
+  return ' / '.join(f'{value:.1%}' if known(value) else '?'
+                    for value in fractions)
+
+
 def details_table(sweep) -> str:
   rows = []
   for name in ordered_labels(sweep):
@@ -284,13 +294,17 @@ def details_table(sweep) -> str:
           maybe(cell.tokens_per_s, lambda v: f'{v:,.0f}'),
           maybe(cell.flops_per_step, lambda v: number(v / 1e9)),
           maybe(cell.tflops_per_s, lambda v: f'{v:.3g}'),
+          # Columns that CSVs of earlier versions lack.
+          maybe(getattr(cell, 'gb_per_s', None), lambda v: f'{v:.3g}'),
+          peak_fractions(cell),
           maybe(cell.compile_s, lambda v: f'{v:.1f}'),
           maybe(cell.plan_total_bytes, lambda v: number(v / 2**20)),
           maybe(cell.peak_bytes_in_use, lambda v: number(v / 2**20)),
           cell.reason if known(cell.reason) else ''])
   header = ['model', 'length', 'batch', 'status',
             'ms/step median (min–max)', 'tokens/s', 'GFLOP/step',
-            'achieved TFLOP/s', 'compile s', 'compiled plan MiB',
+            'achieved TFLOP/s', 'achieved GB/s',
+            '% of peak FLOP/s, bandwidth', 'compile s', 'compiled plan MiB',
             'measured peak MiB', 'reason']
   return markdown_table(header, rows)
 

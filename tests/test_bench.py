@@ -63,6 +63,13 @@ def test_tiny_sweep_records_every_cell(tiny_sweep):
     assert cell.batch_size == 1  # Batch and pair factors: see below.
     assert cell.tokens_per_s == pytest.approx(cell.length * cell.steps_per_s)
     assert cell.flops_per_step > 0 and cell.tflops_per_s > 0
+    assert cell.tflops_per_s == pytest.approx(
+        cell.flops_per_step * cell.steps_per_s / 1e12)
+    assert cell.bytes_per_step > 0
+    assert cell.gb_per_s == pytest.approx(
+        cell.bytes_per_step * cell.steps_per_s / 1e9)
+    # No published peak for a CPU: the fractions stay empty.
+    assert math.isnan(cell.peak_gb_per_s) and math.isnan(cell.tflops_fraction)
     assert cell.compile_s > 0 and cell.plan_temp_bytes > 0
     assert math.isnan(cell.peak_bytes_in_use)  # CPU: no memory_stats.
     assert cell.platform == 'cpu' and cell.jax_version
@@ -216,6 +223,40 @@ def test_rows_append_and_other_columns_are_refused(tmp_path):
     bench.open_csv(path)
 
 
+@pytest.mark.parametrize('kind, dtype, peaks', [
+    ('NVIDIA H100 80GB HBM3', 'bfloat16', (990.0, 3350.0)),
+    ('NVIDIA H100 80GB HBM3', 'float32', (67.0, 3350.0)),
+    ('NVIDIA H200', 'bfloat16', (990.0, 4800.0)),
+])
+def test_fractions_of_the_device_peaks(kind, dtype, peaks):
+  rates = bench.achieved({'steps_per_s': 4.0, 'flops_per_step': 2.5e12,
+                          'bytes_per_step': 5e10}, dtype, kind)
+  assert rates['tflops_per_s'] == 10.0 and rates['gb_per_s'] == 200.0
+  assert (rates['peak_tflops_per_s'], rates['peak_gb_per_s']) == peaks
+  assert rates['tflops_fraction'] == pytest.approx(10.0 / peaks[0])
+  assert rates['bandwidth_fraction'] == pytest.approx(200.0 / peaks[1])
+  unknown = bench.achieved({'steps_per_s': 4.0, 'flops_per_step': 1e9},
+                           dtype, 'Tesla T4')
+  assert set(unknown) == {'tflops_per_s'}
+
+
+def test_csv_of_earlier_columns_gets_the_new_ones(tmp_path):
+  path = tmp_path / 'bench_nvidia_h100_80gb_hbm3.csv'
+  shutil.copy(FIXTURE, path)
+  before = pd.read_csv(FIXTURE)
+  assert 'gb_per_s' not in before.columns
+  stream, writer = bench.open_csv(path)
+  with stream:
+    writer.writerow(dict(before.iloc[-1].to_dict(), gb_per_s=1.5))
+  after = pd.read_csv(path)
+  assert list(after.columns) == list(bench.COLUMNS)
+  pd.testing.assert_frame_equal(after[before.columns].iloc[:-1], before)
+  assert after['gb_per_s'].iloc[-1] == 1.5
+  assert after['gb_per_s'].iloc[:-1].isna().all()
+  assert len(report.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']) == len(
+      after)
+
+
 def fixture_frame(tmp_path):
   shutil.copy(FIXTURE, tmp_path / 'bench_nvidia_h100_80gb_hbm3.csv')
   return report.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']
@@ -238,6 +279,8 @@ def test_report_tables_from_fixture(tmp_path):
   assert 'Published (PoNet paper Table 2, one GPU, batch 32' in text
   assert '| ponet | 50.4 (×1.12) | 40.1 (×2.07) |' in text
   assert 'only the ratios' not in text  # Not a CPU sweep.
+  # A CSV of earlier columns has no cost columns: those cells stay empty.
+  assert '| achieved GB/s | % of peak FLOP/s, bandwidth |' in text
   every = report.bench_report('nvidia_h100_80gb_hbm3', frame,
                               all_sweeps=True)
   assert 'sweep 20250101T000000Z-1' in every

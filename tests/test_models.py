@@ -1,5 +1,6 @@
 """The shared encoder, the mixer registry and padding masks of every mixer."""
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -297,3 +298,21 @@ def test_fnet_is_real_part_of_dft_over_length_and_hidden():
           expected_BxLxD[:, k, n] += x_BxLxD[:, m, d] * np.cos(angle)
   np.testing.assert_allclose(fnet.FNetMixer()(x_BxLxD, None),
                              expected_BxLxD, rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize('name', MASKING_MIXERS)
+def test_all_padding_row_gives_finite_outputs_and_gradients(name):
+  """An empty document (or an all-black image under the quirk) must train."""
+  config = tiny_model_config(name, dropout=0.0)
+  model = models.build_model(config, TaskInfo('t', 5, 32), 14,
+                             rngs=nnx.Rngs(0))
+  tokens_BxL, mask_BxL = _tokens_and_mask()
+  mask_BxL[2] = False
+  tokens_BxL[2] = 0
+
+  def loss(model):
+    return model(tokens_BxL, mask_BxL).sum()
+
+  value, grads = nnx.value_and_grad(loss)(model)
+  assert np.isfinite(value)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(
+      nnx.to_pure_dict(grads)):
+    assert np.isfinite(leaf).all(), jax.tree_util.keystr(path)

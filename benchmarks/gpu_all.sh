@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Every GPU measurement the suite publishes, in parts of under 10 minutes.
+#
+#   benchmarks/gpu_all.sh PART      # one part; PART is one of
+#       table2-float32   Text setting, batch 32, L = 512 .. 16,384: PoNet,
+#                        FNet and the XLA Transformer in float32 (what the
+#                        PoNet paper's Table 2 measured)
+#       table2-bfloat16  the same in bfloat16, with both the XLA and the
+#                        cuDNN flash-attention Transformer rows
+#       listops-ponet, listops-fnet, listops-transformer
+#                        full-length ListOps training (ponet preset, 5,000
+#                        steps, evaluation every 50), one model each
+#       report           tables and plots from what is there
+#   benchmarks/gpu_all.sh           # every part, in order (about 25 minutes
+#                                   # of an H100 by estimate)
+#   DRY_RUN=1 benchmarks/gpu_all.sh [PART]   # the same pipeline on the CPU in
+#       seconds: tiny lengths, batch 2, a 4-step ListOps run on a few
+#       generated examples; everything goes to a temporary folder.
+#
+# Every part is safe to rerun: a sweep is one --sweep_id per dtype (SWEEP_TAG,
+# default today's UTC date), run one length per command, and a length whose
+# rows are already in the CSV for that sweep is skipped; a training run whose
+# results.json exists is skipped, and an interrupted one resumes from the
+# checkpoints in runs/gpu_listops/MODEL. The CSV (results/bench_<gpu>.csv) and
+# results/runs/ are the state: on a machine that keeps no files between
+# parts, bring results/ back after each part and send it with the next.
+#
+# A machine without ml-collections or tensorflow-datasets (a bare jax CUDA
+# image) gets them from wheels in .whl/ (pip download them elsewhere):
+# they are installed with pip --no-index into /tmp/site.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+TAG="${SWEEP_TAG:-$(date -u +%Y%m%d)}"
+PARTS=(table2-float32 table2-bfloat16 listops-ponet listops-fnet
+       listops-transformer report)
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PYTHON" -c 'import ml_collections' 2>/dev/null; then
+  if compgen -G '.whl/*.whl' >/dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile \
+      --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  else
+    echo "error: ml_collections is missing and .whl/ has no wheels; pip" \
+      "install the project's requirements or put wheels in .whl/" >&2
+    exit 2
+  fi
+fi
+
+if [[ -n "${DRY_RUN:-}" ]]; then
+  export JAX_PLATFORMS=cpu
+  RESULTS="${RESULTS_DIR:-$(mktemp -d)}"
+  RUNS="$RESULTS/workdirs"
+  export LRA_PONET_CACHE="$RESULTS/cache"
+  LENGTHS=(64)
+  BENCH=(--batch_size=2 --steps=2 --warmup=2 --cell_timeout=120)
+  CUDNN=""
+  TRAIN=(--config.max_len=128 --config.padded_len=128
+         --config.batch_size=4 --config.eval_batch_size=8
+         --config.train_steps=4 --config.warmup_steps=1
+         --config.eval_every=2 --config.model.num_layers=1
+         --config.model.dim=16 --config.model.mlp_dim=32
+         --config.model.segment_num=8 --config.data_dir="$RESULTS/lra_release")
+  if [[ ! -d "$RESULTS/lra_release" ]]; then
+    "$PYTHON" -c "import sys; from tasks import listops_generator as g
+g.generate_listops(sys.argv[1], seed=0, num_train=32, num_val=8,
+                   num_test=8, workers=1, progress=False)" \
+      "$RESULTS/lra_release/listops-1000"
+  fi
+else
+  RESULTS="${RESULTS_DIR:-results}"
+  RUNS=runs/gpu_listops
+  LENGTHS=(512 1024 2048 4096 8192 16384)
+  BENCH=(--batch_size=32 --steps=10 --warmup=3 --cell_timeout=240)
+  CUDNN=",cudnn"
+  TRAIN=()
+fi
+echo "Results in $RESULTS"
+
+recorded() {  # recorded SWEEP_ID LENGTH: are its rows in the CSV already?
+  "$PYTHON" - "$RESULTS" "$1" "$2" <<'EOF'
+import csv, pathlib, sys
+results, sweep, length = sys.argv[1:]
+for path in pathlib.Path(results).glob('bench_*.csv'):
+  with open(path, newline='', encoding='utf-8') as stream:
+    if any(row['sweep_id'] == sweep and row['length'] == length
+           for row in csv.DictReader(stream)):
+      sys.exit(0)
+sys.exit(1)
+EOF
+}
+
+sweep() {  # sweep DTYPE ATTENTION
+  local id="table2-$1-$TAG"
+  for length in "${LENGTHS[@]}"; do
+    if recorded "$id" "$length"; then
+      echo "sweep $id: length $length already recorded, skipped"
+      continue
+    fi
+    "$PYTHON" -m lra_ponet.bench --task=text --preset=ponet \
+      --models=ponet,transformer,fnet --dtype="$1" --attention="$2" \
+      --lengths="$length" --sweep_id="$id" --results_dir="$RESULTS" \
+      "${BENCH[@]}"
+  done
+}
+
+train() {  # train MODEL
+  local done_dir="$RESULTS/runs/gpu_listops/$1"
+  if [[ -f "$done_dir/results.json" ]]; then
+    echo "listops $1: $done_dir/results.json exists, skipped"
+    return
+  fi
+  "$PYTHON" -m lra_ponet.run --task=listops --preset=ponet --model="$1" \
+    --workdir="$RUNS/$1" "${TRAIN[@]}"
+  mkdir -p "$done_dir"
+  cp "$RUNS/$1"/{results.json,metrics.jsonl,config.json} "$done_dir/"
+}
+
+run_part() {
+  case "$1" in
+    table2-float32) sweep float32 xla ;;
+    table2-bfloat16) sweep bfloat16 "xla$CUDNN" ;;
+    listops-ponet) train ponet ;;
+    listops-fnet) train fnet ;;
+    listops-transformer) train transformer ;;
+    report)
+      "$PYTHON" -m lra_ponet.report --results_dir="$RESULTS" \
+        --runs_dir="$RESULTS/runs"
+      "$PYTHON" -m lra_ponet.plot --results_dir="$RESULTS" ;;
+    *) echo "error: unknown part '$1'; use one of ${PARTS[*]}" >&2
+       exit 2 ;;
+  esac
+}
+
+if [[ $# -eq 0 ]]; then
+  for part in "${PARTS[@]}"; do
+    run_part "$part"
+  done
+else
+  run_part "$1"
+fi
