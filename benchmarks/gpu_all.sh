@@ -2,9 +2,10 @@
 # Every GPU measurement the suite publishes, in parts of under 10 minutes.
 #
 #   benchmarks/gpu_all.sh PART      # one part; PART is one of
-#       table2-float32   Text setting, batch 32, L = 512 .. 16,384: PoNet,
-#                        FNet and the XLA Transformer in float32 (what the
-#                        PoNet paper's Table 2 measured)
+#       table2-float32   Text setting, batch 32, L = 512 .. 16,384: the rows
+#                        of the PoNet paper's Table 2 (PoNet, FNet,
+#                        Performer, Nystromformer and the XLA Transformer)
+#                        in float32
 #       table2-bfloat16  the same in bfloat16, with both the XLA and the
 #                        cuDNN flash-attention Transformer rows
 #       listops-ponet, listops-fnet, listops-transformer
@@ -58,7 +59,7 @@ if [[ -n "${DRY_RUN:-}" ]]; then
   CUDNN=""
   TRAIN=(--config.max_len=128 --config.padded_len=128
          --config.batch_size=4 --config.eval_batch_size=8
-         --config.train_steps=4 --config.warmup_steps=1
+         --config.train_steps=4 --config.warmup_steps=2
          --config.eval_every=2 --config.model.num_layers=1
          --config.model.dim=16 --config.model.mlp_dim=32
          --config.model.segment_num=8 --config.data_dir="$RESULTS/lra_release")
@@ -99,7 +100,8 @@ sweep() {  # sweep DTYPE ATTENTION
       continue
     fi
     "$PYTHON" -m lra_ponet.bench --task=text --preset=ponet \
-      --models=ponet,transformer,fnet --dtype="$1" --attention="$2" \
+      --models=ponet,transformer,fnet,performer,nystromformer \
+      --dtype="$1" --attention="$2" \
       --lengths="$length" --sweep_id="$id" --results_dir="$RESULTS" \
       "${BENCH[@]}"
   done
