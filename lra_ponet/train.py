@@ -67,9 +67,9 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False,
   unless `overwrite`, which starts afresh; a finished run's stored results
   are returned untouched. With `tensorboard`, the records of metrics.jsonl
   also go to TensorBoard event files in workdir/tensorboard. Raises
-  NonFiniteError at a NaN or infinite loss, gradient or updated parameter,
-  and Interrupted on SIGINT or SIGTERM once a
-  checkpoint is saved.
+  stopping.NonFiniteError at a NaN or infinite loss, gradient or updated
+  parameter, and stopping.Interrupted on SIGINT or SIGTERM once a checkpoint
+  is saved.
   """
   start_time = time.time()
   run, state = _set_up(config, pathlib.Path(workdir), overwrite=overwrite,
