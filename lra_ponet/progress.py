@@ -37,8 +37,8 @@ class Progress:
 
   @classmethod
   def from_json(cls, saved: dict) -> 'Progress':
-    # Checkpoints written before timing was kept have none.
-    return cls(**{'timing': _new_timing(), **saved})
+    # Checkpoints written before timing was kept have none: it starts at 0.
+    return cls(**saved)
 
   def add_step(self, loss: float, accuracy: float):
     self.window['loss'] += loss

@@ -1,5 +1,6 @@
 """Schedules, optimiser and the pure training step."""
 
+import json
 import math
 import os
 import threading
@@ -15,6 +16,7 @@ from configs import listops as listops_config
 from lra_ponet import checkpoint
 from lra_ponet import input_pipeline
 from lra_ponet import optim
+from lra_ponet import progress
 from lra_ponet import steps
 from lra_ponet import train
 from lra_ponet import validation
@@ -263,3 +265,24 @@ def test_the_suite_runs_on_the_cpu():
   # subprocess a test starts.
   assert os.environ['JAX_PLATFORMS'] == 'cpu'
   assert jax.default_backend() == 'cpu'
+
+
+def test_progress_saves_whole_and_reads_checkpoints_without_timing():
+  kept = progress.Progress()
+  kept.add_step(1.0, 0.5)
+  kept.add_step(3.0, 1.0)
+  kept.add_timed(2.0, 4)
+  assert kept.add_evaluation(2, {'loss': 0.9, 'accuracy': 0.7}, 0.1)
+  assert kept.window == {'loss': 0.0, 'accuracy': 0.0, 'steps': 0}
+  kept.add_step(2.0, 0.0)
+  assert not kept.add_evaluation(4, {'loss': 0.8, 'accuracy': 0.7}, 0.1)
+  saved = json.loads(json.dumps(kept.to_json()))  # As the checkpoint does.
+  assert sorted(saved) == ['best', 'records', 'timing', 'window']
+  assert saved['records'][0] == {
+      'step': 2, 'train_loss': 2.0, 'train_accuracy': 0.75, 'val_loss': 0.9,
+      'val_accuracy': 0.7, 'learning_rate': 0.1, 'steps_per_second': 2.0}
+  assert saved['best'] == {'accuracy': 0.7, 'step': 2}
+  assert progress.Progress.from_json(saved) == kept
+  del saved['timing']  # Checkpoints from before timing was kept.
+  assert progress.Progress.from_json(saved).timing == {
+      'train_seconds': 0.0, 'timed_steps': 0, 'wall_seconds': 0.0}
