@@ -7,7 +7,7 @@ r"""Speed and memory of one training step per (model, sequence length) cell.
   python -m lra_ponet.bench --task=text --until_oom --max_length=262144
 
 The method is spec/bench.md. A cell is one full training step (forward,
-backward, AdamW update) of `train.make_train_step`, jitted with the state
+backward, AdamW update) of `steps.make_train_step`, jitted with the state
 donated and compiled ahead of time, on random token ids of the task's
 vocabulary with every position real (no padding). Each cell runs in a fresh
 subprocess (`--cell=<json>`, internal), so the device's peak memory counter
@@ -108,7 +108,8 @@ import tasks
 from baselines import transformer
 from configs import base
 from lra_ponet import models
-from lra_ponet import train
+from lra_ponet import steps
+from lra_ponet import validation
 from lra_ponet import errors
 from lra_ponet.errors import UserError
 
@@ -291,7 +292,7 @@ def measure(cell) -> dict:
   """Compiles and times one cell in this process; emits partial results."""
   config = cell_config(cell)
   info = tasks.get_task(cell['task']).INFO
-  graphdef, _, state = train.create_train_state(config, info)
+  graphdef, _, state = steps.create_train_state(config, info)
   result = {'num_params': models.count_params(nnx.merge(graphdef, state)[0])}
   shape = (cell['batch_size'], 2, cell['length']) if info.paired else (
       cell['batch_size'], cell['length'])
@@ -301,7 +302,7 @@ def measure(cell) -> dict:
       'inputs': rng.integers(1, info.vocab_size, shape, dtype=np.int32),
       'label': rng.integers(0, info.num_classes, cell['batch_size'],
                             dtype=np.int32)})
-  step = jax.jit(flat_step(train.make_train_step(graphdef,
+  step = jax.jit(flat_step(steps.make_train_step(graphdef,
                                                  mask_zero_tokens=True),
                             state), donate_argnums=0)
   # The state as a flat list of arrays: a call then costs no Python walk
@@ -552,7 +553,7 @@ def check_flags():
   for length in lengths:
     batch_for(length, batch_size, FLAGS.tokens_per_batch)
   for model, attention in mixers:
-    train.validate_config(cell_config(make_cell(
+    validation.validate_config(cell_config(make_cell(
         model, attention, lengths[0], batch_size)))
   return lengths, mixers, batch_size
 

@@ -30,6 +30,7 @@ from ml_collections import config_flags
 import tasks
 from configs import base
 from lra_ponet import models
+from lra_ponet import stopping
 from lra_ponet import train
 from lra_ponet import workdir_lock
 from lra_ponet.errors import UserError
@@ -141,7 +142,7 @@ def main(argv):
                                          tensorboard=FLAGS.tensorboard)
   except UserError as error:
     sys.exit(f'error: {error}')
-  except train.Interrupted as interrupted:
+  except stopping.Interrupted as interrupted:
     print(interrupted, file=sys.stderr)
     sys.exit(interrupted.exit_code)
   except KeyboardInterrupt:

@@ -38,7 +38,10 @@ def _acquire(workdir: pathlib.Path):
     workdir.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as error:
-    return None, (f'cannot write in {workdir} ({error.strerror}); choose '
+    # The same line as checkpoint.prepare_workdir's, which a run without the
+    # lock (a direct train_and_evaluate call) reaches instead.
+    return None, (f'cannot use {workdir} as the workdir: '
+                  f'{error.strerror or error} ({error.filename}); choose '
                   'another --workdir')
   try:
     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

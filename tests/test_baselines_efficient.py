@@ -16,7 +16,7 @@ from flax import nnx
 import tasks
 from baselines import nystromformer
 from lra_ponet import models
-from lra_ponet import train
+from lra_ponet import optim
 from lra_ponet.errors import UserError
 from lra_ponet.input_pipeline import TaskInfo
 from test_models import tiny_model_config
@@ -345,7 +345,7 @@ def test_s4d_state_space_parameters_get_their_own_lr_and_weight_decay():
                                                 weight_decay=0.0)
   model = models.build_model(config.model, TaskInfo('t', 5, 32), 16,
                              rngs=nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, train.make_optimizer(config),
+  optimizer = nnx.Optimizer(model, optim.make_optimizer(config),
                             wrt=nnx.Param)
   before = nnx.state(model.encoder.blocks[0].mixer, nnx.Param)
   before = {name: np.asarray(value[...]) for name, value in before.items()

@@ -30,7 +30,10 @@ from flax import nnx
 
 import tasks
 from lra_ponet import checkpoint
+from lra_ponet import optim
 from lra_ponet import parallel
+from lra_ponet import steps
+from lra_ponet import stopping
 from lra_ponet import train
 from lra_ponet import workdir_lock
 from lra_ponet.errors import UserError
@@ -265,7 +268,7 @@ def test_batch_not_divisible_by_devices_is_refused():
 
 def poison_at(step):
   """A make_train_step whose parameters turn NaN before training step `step`."""
-  make_train_step = train.make_train_step
+  make_train_step = steps.make_train_step
 
   def make_poisoned(graphdef, mask_zero_tokens):
     train_step = make_train_step(graphdef, mask_zero_tokens)
@@ -298,12 +301,12 @@ def tiny_config(env, **changes):
 def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     env, tmp_path, monkeypatch):
   monkeypatch.setenv('LRA_PONET_CACHE', env['LRA_PONET_CACHE'])
-  monkeypatch.setattr(train, 'make_train_step', poison_at(12))
+  monkeypatch.setattr(steps, 'make_train_step', poison_at(12))
   # Metrics are fetched at 10 (a checkpoint) and 15: the NaN of step 12 is
   # caught at 15, before the checkpoint of step 15 could be written.
   config = tiny_config(env, log_every=20, eval_every=20, train_steps=20,
                        checkpoint_every=5)
-  with pytest.raises(train.NonFiniteError,
+  with pytest.raises(stopping.NonFiniteError,
                      match=r'non-finite training loss, gradient or updated '
                      r'parameters at step 12 .*the last good checkpoint, step '
                      r'10, is kept'):
@@ -313,7 +316,7 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 
 def _assert_latest_is_finite(config, workdir, step):
-  _, _, state = train.create_train_state(config, tasks.get_task('listops').INFO)
+  _, _, state = steps.create_train_state(config, tasks.get_task('listops').INFO)
   saved = checkpoint.Checkpoints(workdir, keep=3)
   latest, state, _, progress = saved.restore_latest(state, state[0])
   saved.close()
@@ -328,12 +331,12 @@ def test_nan_parameters_after_a_finite_step_are_caught_before_saving(
   # Update 9 (step 10, a checkpoint step) runs at a NaN learning rate: its
   # loss and gradient are finite, the parameters it writes are not.
   monkeypatch.setenv('LRA_PONET_CACHE', env['LRA_PONET_CACHE'])
-  schedule = train.learning_rate_schedule
-  monkeypatch.setattr(train, 'learning_rate_schedule', lambda config: (
+  schedule = optim.learning_rate_schedule
+  monkeypatch.setattr(optim, 'learning_rate_schedule', lambda config: (
       lambda k: jax.numpy.where(k == 9, np.nan, schedule(config)(k))))
   config = tiny_config(env, log_every=5, eval_every=20, train_steps=20,
                        checkpoint_every=5)
-  with pytest.raises(train.NonFiniteError,
+  with pytest.raises(stopping.NonFiniteError,
                      match=r'at step 10 \(loss [0-9.]+, gradient norm '
                      r'[0-9.]+, parameters not finite\).*last good '
                      r'checkpoint, step 5, is kept'):
@@ -372,10 +375,10 @@ def test_timing_adds_up_over_resumes_and_a_finished_rerun_changes_nothing(
       stops.signum = signal.SIGTERM
     return stops.signum is not None
 
-  monkeypatch.setattr(train.StopRequests, 'requested', stop_at_4)
+  monkeypatch.setattr(stopping.StopRequests, 'requested', stop_at_4)
   config = tiny_config(env, log_every=1, eval_every=4, train_steps=8,
                        checkpoint_every=4)
-  with pytest.raises(train.Interrupted):
+  with pytest.raises(stopping.Interrupted):
     train.train_and_evaluate(config, tmp_path)
   # Every clock call here is one tick: the first invocation's wall time runs
   # from its first call to its last (the save at step 4).
@@ -396,7 +399,7 @@ def test_test_accuracy_uses_the_best_validation_parameters(
     env, tmp_path, monkeypatch):
   # 12 test examples in batches of 5: the last batch holds 2.
   monkeypatch.setenv('LRA_PONET_CACHE', env['LRA_PONET_CACHE'])
-  evaluate, calls = train.evaluate, []
+  evaluate, calls = steps.evaluate, []
 
   def validation_peaks_at_step_4(eval_step, state, split, batch_size, put):
     calls.append(batch_size)
@@ -404,14 +407,14 @@ def test_test_accuracy_uses_the_best_validation_parameters(
       return {'loss': 1.0, 'accuracy': [0.5, 0.9, 0.2, 0.1][len(calls) - 1]}
     return evaluate(eval_step, state, split, batch_size, put)
 
-  monkeypatch.setattr(train, 'evaluate', validation_peaks_at_step_4)
+  monkeypatch.setattr(steps, 'evaluate', validation_peaks_at_step_4)
   config = tiny_config(env, eval_every=2, train_steps=8, checkpoint_every=4,
                        eval_batch_size=5)
   done = train.train_and_evaluate(config, tmp_path)
   assert (done['best_step'], done['best_val_accuracy']) == (4, 0.9)
 
   info = tasks.get_task('listops').INFO
-  _, eval_graphdef, state = train.create_train_state(config, info)
+  _, eval_graphdef, state = steps.create_train_state(config, info)
   saved = checkpoint.Checkpoints(tmp_path, keep=3)
   state, _, _ = saved.restore(4, state, state[0])
   saved.close()

@@ -13,7 +13,7 @@ from baselines import lstr
 from baselines import pyramidion
 from lra_ponet import checkpoint
 from lra_ponet import models
-from lra_ponet import train
+from lra_ponet import steps
 from lra_ponet.errors import UserError
 from lra_ponet.input_pipeline import TaskInfo
 from tests.test_models import tiny_model_config
@@ -132,7 +132,7 @@ def _centroids(graphdef, state):
 
 def test_centroids_are_state_updated_only_in_training(tmp_path):
   config = _tiny_train_config('cluster_former')
-  graphdef, eval_graphdef, state = train.create_train_state(
+  graphdef, eval_graphdef, state = steps.create_train_state(
       config, TaskInfo('t', 10, 32))
   model, _ = nnx.merge(graphdef, state)
   assert not jax.tree.leaves(
@@ -145,7 +145,7 @@ def test_centroids_are_state_updated_only_in_training(tmp_path):
   np.testing.assert_array_equal(
       _centroids(eval_graphdef, nnx.state((evaluated, optimizer))), before)
 
-  step = jax.jit(train.make_train_step(graphdef, True))
+  step = jax.jit(steps.make_train_step(graphdef, True))
   state, metrics = step(state, batch)
   assert np.isfinite(metrics['loss'])
   after = _centroids(graphdef, state)
@@ -275,8 +275,8 @@ def test_gradients_reach_every_scorer():
 def test_pyramid_train_step_compiles():
   config = _tiny_train_config('pyramidion')
   config.model.pyramidion.widths = '7,2'
-  graphdef, _, state = train.create_train_state(config, TaskInfo('t', 10, 32))
-  step = jax.jit(train.make_train_step(graphdef, True))
+  graphdef, _, state = steps.create_train_state(config, TaskInfo('t', 10, 32))
+  step = jax.jit(steps.make_train_step(graphdef, True))
   state, metrics = step(state, _batch())
   assert np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])
 

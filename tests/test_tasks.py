@@ -13,7 +13,8 @@ from flax import nnx
 import tasks
 from lra_ponet import data
 from lra_ponet import models
-from lra_ponet import train
+from lra_ponet import steps
+from lra_ponet import validation
 from lra_ponet.errors import UserError
 from tasks import image
 from tasks import pathfinder
@@ -480,7 +481,7 @@ def test_pathfinder_generator_rejects_other_resolutions(fake_generator):
 def test_every_task_and_preset_is_a_valid_config(task, preset):
   config = tasks.get_config(task, preset)
   assert config.task == task
-  train.validate_config(config)
+  validation.validate_config(config)
 
 
 PONET_TABLE = {  # spec/ponet.md section 7 (Path-X: Pathfinder's setting).
@@ -531,9 +532,9 @@ def test_task_info():
     info = tasks.get_task(task).INFO
     assert (info.vocab_size, info.zero_is_padding) == (256, False)
     config = tasks.get_config(task)
-    assert not train.masks_zero_tokens(config, info)
+    assert not steps.masks_zero_tokens(config, info)
     config.official_pixel_quirks = True
-    assert train.masks_zero_tokens(config, info)
+    assert steps.masks_zero_tokens(config, info)
 
 
 # The prepare command.
@@ -649,7 +650,7 @@ def test_lra_preset_is_the_official_code(task):
           model.layer_norm_epsilon, model.attention_bias,
           model.gelu_approximate) == (1.0, 'lra', 'lra', 1e-6, False, True)
   assert model.pair_features == 'concat'  # Used by retrieval only.
-  train.validate_config(config)
+  validation.validate_config(config)
 
 
 def test_text_segments_of_two_tokens_at_any_length():
@@ -669,7 +670,7 @@ def test_cudnn_attention_refused_with_black_pixels_masked():
   config.official_pixel_quirks = True
   with pytest.raises(UserError, match='attention=cudnn masks only padding at '
                      'the end.*attention=xla'):
-    train.validate_config(config)
+    validation.validate_config(config)
   config.official_pixel_quirks = False
   models.validate_config(config, image.INFO)  # All pixels real: a prefix.
   text_config = tasks.get_config('text', 'ponet', 'transformer')

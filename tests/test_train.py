@@ -1,5 +1,6 @@
 """Schedules, optimiser and the pure training step."""
 
+import json
 import math
 import os
 import threading
@@ -14,7 +15,11 @@ from configs import base
 from configs import listops as listops_config
 from lra_ponet import checkpoint
 from lra_ponet import input_pipeline
+from lra_ponet import optim
+from lra_ponet import progress
+from lra_ponet import steps
 from lra_ponet import train
+from lra_ponet import validation
 from lra_ponet.errors import UserError
 from tasks import listops
 
@@ -46,7 +51,7 @@ def test_one_cycle_matches_pytorch_on_the_listops_setting():
   config = _config()
   assert (config.learning_rate, config.warmup_steps,
           config.train_steps) == (1e-4, 1000, 5000)
-  lr = train.learning_rate_schedule(config)
+  lr = optim.learning_rate_schedule(config)
   updates = [0, 1, 500, 998, 999, 1000, 1001, 3000, 4998, 4999]
   np.testing.assert_allclose(
       [lr(k) for k in updates],
@@ -56,7 +61,7 @@ def test_one_cycle_matches_pytorch_on_the_listops_setting():
   np.testing.assert_allclose([lr(0), lr(999), lr(1000), lr(4999)],
                              [4.0e-6, 1.0e-4, 9.9975e-5, 4.0e-10], rtol=1e-5)
   # beta1: 0.95 -> 0.85 -> 0.95.
-  momentum = train.one_cycle(1000, 5000, start=0.95, middle=0.85, end=0.95)
+  momentum = optim.one_cycle(1000, 5000, start=0.95, middle=0.85, end=0.95)
   np.testing.assert_allclose(
       [momentum(k) for k in updates],
       [torch_one_cycle(k, 5000, 0.2, 0.95, 0.85, 0.95) for k in updates],
@@ -64,7 +69,7 @@ def test_one_cycle_matches_pytorch_on_the_listops_setting():
 
 
 def test_one_cycle_without_warmup_matches_pytorch():
-  lr = train.learning_rate_schedule(_config(warmup_steps=0, train_steps=10))
+  lr = optim.learning_rate_schedule(_config(warmup_steps=0, train_steps=10))
   np.testing.assert_allclose(
       [lr(k) for k in range(10)],
       [torch_one_cycle(k, 10, 0.0, 4e-6, 1e-4, 4e-10) for k in range(10)],
@@ -86,7 +91,7 @@ def lra_reference(k, schedule, peak, warmup, train_steps):
 def test_lra_schedules_match_the_official_code(schedule, peak):
   config = _config(learning_rate=peak, warmup_steps=100, train_steps=1100)
   base.set_schedule(config, schedule)
-  lr = train.learning_rate_schedule(config)
+  lr = optim.learning_rate_schedule(config)
   updates = [0, 1, 50, 99, 100, 101, 400, 600, 1099]
   np.testing.assert_allclose(
       [lr(k) for k in updates],
@@ -102,11 +107,11 @@ def test_each_update_uses_and_reports_the_scheduled_hyperparameters():
   config = _config(max_len=8, padded_len=8, batch_size=2, train_steps=6,
                    warmup_steps=3, learning_rate=1e-2, grad_clip_norm=1.0)
   config.model.update(dim=8, mlp_dim=8, num_layers=1, segment_num=2)
-  graphdef, _, state = train.create_train_state(config, listops.INFO)
-  step = jax.jit(train.make_train_step(graphdef, True))
+  graphdef, _, state = steps.create_train_state(config, listops.INFO)
+  step = jax.jit(steps.make_train_step(graphdef, True))
   for k, batch in enumerate(_batches(config, 6)):
     state, metrics = step(state, batch)
-    used = train.injected_hyperparams(
+    used = optim.injected_hyperparams(
         nnx.merge(graphdef, state)[1].opt_state)
     want_lr = torch_one_cycle(k, 6, 0.5, 4e-4, 1e-2, 4e-8)
     want_b1 = torch_one_cycle(k, 6, 0.5, 0.95, 0.85, 0.95)
@@ -121,14 +126,14 @@ def test_schedule_fields_must_match_the_schedule():
   config = _config(schedule='rsqrt')  # One-cycle fields left behind.
   with pytest.raises(UserError, match=r'config.b1 is needed by the rsqrt '
                      r'schedule; pick a schedule with --schedule=rsqrt'):
-    train.validate_config(config)
+    validation.validate_config(config)
   config.b1 = 0.9
   with pytest.raises(UserError, match='config.b1_max is not used by the '
                      'rsqrt schedule'):
-    train.validate_config(config)
+    validation.validate_config(config)
   base.set_schedule(config, 'rsqrt')
   assert 'b1_max' not in config and config.b1 == 0.9
-  train.validate_config(config)
+  validation.validate_config(config)
   base.set_schedule(config, 'one_cycle')
   assert (config.b1_max, config.b1_min) == (0.95, 0.85) and 'b1' not in config
 
@@ -152,7 +157,7 @@ def test_impossible_configs_are_refused(changes, message):
     else:
       config[name] = value
   with pytest.raises(UserError, match=message):
-    train.validate_config(config)
+    validation.validate_config(config)
 
 
 def test_bad_model_config_fails_before_any_data(tmp_path, monkeypatch):
@@ -185,8 +190,8 @@ def _batches(config, count):
 
 
 def _losses(config, batches):
-  graphdef, _, state = train.create_train_state(config, listops.INFO)
-  step = jax.jit(train.make_train_step(graphdef, True), donate_argnums=0)
+  graphdef, _, state = steps.create_train_state(config, listops.INFO)
+  step = jax.jit(steps.make_train_step(graphdef, True), donate_argnums=0)
   losses = []
   for batch in batches:
     state, metrics = step(state, batch)
@@ -260,3 +265,24 @@ def test_the_suite_runs_on_the_cpu():
   # subprocess a test starts.
   assert os.environ['JAX_PLATFORMS'] == 'cpu'
   assert jax.default_backend() == 'cpu'
+
+
+def test_progress_saves_whole_and_reads_checkpoints_without_timing():
+  kept = progress.Progress()
+  kept.add_step(1.0, 0.5)
+  kept.add_step(3.0, 1.0)
+  kept.add_timed(2.0, 4)
+  assert kept.add_evaluation(2, {'loss': 0.9, 'accuracy': 0.7}, 0.1)
+  assert kept.window == {'loss': 0.0, 'accuracy': 0.0, 'steps': 0}
+  kept.add_step(2.0, 0.0)
+  assert not kept.add_evaluation(4, {'loss': 0.8, 'accuracy': 0.7}, 0.1)
+  saved = json.loads(json.dumps(kept.to_json()))  # As the checkpoint does.
+  assert sorted(saved) == ['best', 'records', 'timing', 'window']
+  assert saved['records'][0] == {
+      'step': 2, 'train_loss': 2.0, 'train_accuracy': 0.75, 'val_loss': 0.9,
+      'val_accuracy': 0.7, 'learning_rate': 0.1, 'steps_per_second': 2.0}
+  assert saved['best'] == {'accuracy': 0.7, 'step': 2}
+  assert progress.Progress.from_json(saved) == kept
+  del saved['timing']  # Checkpoints from before timing was kept.
+  assert progress.Progress.from_json(saved).timing == {
+      'train_seconds': 0.0, 'timed_steps': 0, 'wall_seconds': 0.0}
