@@ -86,6 +86,10 @@ class CrossAttention(nnx.Module):
     return self.out(mixed.reshape(x_BxQxD.shape))
 
 
+# The official model's nn.LayerNorm default (flax's is 1e-6).
+TORCH_LAYER_NORM_EPS = 1e-5
+
+
 class LatentLayer(nnx.Module):
   """LSTR's post-LN decoder layer, for the latent queries."""
 
@@ -96,7 +100,8 @@ class LatentLayer(nnx.Module):
                             dtype=dtype)
 
     def norm():
-      return nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+      return nnx.LayerNorm(dim, epsilon=TORCH_LAYER_NORM_EPS, dtype=dtype,
+                           rngs=rngs)
 
     def drop():
       return nnx.Dropout(dropout, rngs=rngs)
@@ -126,7 +131,8 @@ class LatentStage(nnx.Module):
         rngs.params(), (num_queries, dim), jnp.float32))
     self.layers = nnx.List([LatentLayer(dim, rngs=rngs, **layer_args)
                             for _ in range(num_layers)])
-    self.norm = nnx.LayerNorm(dim, dtype=layer_args['dtype'], rngs=rngs)
+    self.norm = nnx.LayerNorm(dim, epsilon=TORCH_LAYER_NORM_EPS,
+                              dtype=layer_args['dtype'], rngs=rngs)
 
   def __call__(self, memory_BxMxD, memory_mask_BxM):
     batch, _, dim = memory_BxMxD.shape

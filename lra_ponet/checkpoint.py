@@ -21,6 +21,7 @@ import pathlib
 import shutil
 import sys
 import threading
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
@@ -141,8 +142,8 @@ def _quiet_orbax_failure():
   the threads still writing other items would fail noisily at interpreter
   exit; so their error logs are dropped and they are waited for. TensorStore
   completes the abandoned reads and writes into orbax's closed event loops,
-  during the call and later: those unraisable errors are dropped, for good
-  once a call failed.
+  during the call and later, and leaves coroutines it never awaited: those
+  unraisable errors and warnings are dropped, for good once a call failed.
   """
   logger = logging.getLogger('absl')
 
@@ -155,6 +156,8 @@ def _quiet_orbax_failure():
   try:
     yield
   except Exception:
+    warnings.filterwarnings('ignore', message='coroutine .* was never awaited',
+                            category=RuntimeWarning)
     for thread in threading.enumerate():
       if (type(thread).__module__.startswith('orbax')
           and thread is not threading.current_thread()):

@@ -49,3 +49,20 @@ TINY_LISTOPS = ('--config.max_len=256', '--config.padded_len=256',
                 '--config.warmup_steps=2', '--config.model.num_layers=1',
                 '--config.model.dim=16', '--config.model.mlp_dim=32',
                 '--config.model.segment_num=8')
+
+# Each mixer's own sizes scaled to sequences of about 16 tokens, so that a
+# tiny test exercises its sparse pattern, pooling or projection rather than a
+# window that covers the whole input (and compiles fast).
+SHORT_MIXER_SETTINGS = {
+    'bigbird': dict(block_size=2, num_rand_blocks=1),
+    'cluster_former': dict(window=4, chunk_size=4, num_clusters=4),
+    'linformer': dict(k=8),
+    'longformer': dict(window_size=4),
+    'lstr': dict(stages='4x1,8x1'),
+    'nystromformer': dict(num_landmarks=4, conv_kernel_size=3),
+    'performer': dict(num_features=32),
+    'poolingformer': dict(window1=4, window2=8, pool_size=2),
+    'pyramidion': dict(chunk_size=8),
+    'reformer': dict(chunk_length=4),
+    's4d': dict(state_dim=16),
+}

@@ -13,7 +13,13 @@ RESULT_KEYS = {'task', 'model', 'num_params', 'best_val_accuracy',
                'wall_seconds', 'device', 'data_source', 'config'}
 
 
-@pytest.mark.parametrize('model', sorted(models.MIXERS))
+# The CLI's part is the same for every mixer; these cover the three originals
+# and a mixer with config fields and parameter groups of its own. Every
+# mixer trains end to end in test_learning.py.
+CLI_MODELS = ('ponet', 'transformer', 'fnet', 's4d')
+
+
+@pytest.mark.parametrize('model', CLI_MODELS)
 def test_trains_and_tests_each_model(model, tiny_listops_dir, tmp_path):
   workdir = tmp_path / 'run'
   done = run_cli('--task=listops', f'--model={model}',

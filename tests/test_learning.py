@@ -14,25 +14,11 @@ import numpy as np
 import pytest
 
 import tasks
+from conftest import SHORT_MIXER_SETTINGS
 from lra_ponet import models
 from lra_ponet import train
 
 STEPS = 200
-# Each mixer's own sizes scaled to 16 tokens, so that its sparse pattern,
-# pooling or projection is exercised rather than covering the whole input.
-SHORT_SETTINGS = {
-    'bigbird': dict(block_size=2, num_rand_blocks=1),
-    'cluster_former': dict(window=4, chunk_size=4, num_clusters=4),
-    'linformer': dict(k=8),
-    'longformer': dict(window_size=4),
-    'lstr': dict(stages='4x1,8x1'),
-    'nystromformer': dict(num_landmarks=4, conv_kernel_size=3),
-    'performer': dict(num_features=32),
-    'poolingformer': dict(window1=4, window2=8, pool_size=2),
-    'pyramidion': dict(chunk_size=8),
-    'reformer': dict(chunk_length=4),
-    's4d': dict(state_dim=16),
-}
 # Above this accuracy, a model has learned: the majority class is about 13%.
 LEARNED = 0.35
 
@@ -48,8 +34,8 @@ def short_listops_config(model):
                      learning_rate=5e-3, log_every=50, checkpoint_every=STEPS))
   config.model.update(dict(num_layers=1, dim=32, num_heads=2, mlp_dim=64,
                            segment_num=4, dropout=0.0, attention_dropout=0.0))
-  if model in SHORT_SETTINGS:
-    config.model[model].update(SHORT_SETTINGS[model])
+  if model in SHORT_MIXER_SETTINGS:
+    config.model[model].update(SHORT_MIXER_SETTINGS[model])
   return config
 
 
