@@ -20,7 +20,9 @@ from absl import flags
 import tasks
 from lra_ponet import bench
 from lra_ponet import plot
-from lra_ponet import report
+from lra_ponet.report import accuracy
+from lra_ponet.report import load
+from lra_ponet.report import speed
 
 FIXTURE = pathlib.Path(__file__).parent / 'fixtures' / 'bench_fixture.csv'
 # Compiled plans at batch 1 (ListOps config): Transformer about 26 MiB at 512
@@ -253,18 +255,18 @@ def test_csv_of_earlier_columns_gets_the_new_ones(tmp_path):
   pd.testing.assert_frame_equal(after[before.columns].iloc[:-1], before)
   assert after['gb_per_s'].iloc[-1] == 1.5
   assert after['gb_per_s'].iloc[:-1].isna().all()
-  assert len(report.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']) == len(
+  assert len(load.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']) == len(
       after)
 
 
 def fixture_frame(tmp_path):
   shutil.copy(FIXTURE, tmp_path / 'bench_nvidia_h100_80gb_hbm3.csv')
-  return report.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']
+  return load.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']
 
 
 def test_report_tables_from_fixture(tmp_path):
   frame = fixture_frame(tmp_path)
-  text = report.bench_report('nvidia_h100_80gb_hbm3', frame,
+  text = speed.bench_report('nvidia_h100_80gb_hbm3', frame,
                              all_sweeps=False)
   # Only the latest sweep of the setting (the older one is all errors).
   assert 'sweep 20250102T000000Z-2' in text and 'T000000Z-1' not in text
@@ -281,12 +283,12 @@ def test_report_tables_from_fixture(tmp_path):
   assert 'only the ratios' not in text  # Not a CPU sweep.
   # A CSV of earlier columns has no cost columns: those cells stay empty.
   assert '| achieved GB/s | % of peak FLOP/s, bandwidth |' in text
-  every = report.bench_report('nvidia_h100_80gb_hbm3', frame,
+  every = speed.bench_report('nvidia_h100_80gb_hbm3', frame,
                               all_sweeps=True)
   assert 'sweep 20250101T000000Z-1' in every
 
 
-def _write_run(runs_dir, name, accuracy, source='LRA release files /d',
+def _write_run(runs_dir, name, fraction, source='LRA release files /d',
                task='listops', **changes):
   config = tasks.get_config(task).to_dict()
   for field, value in changes.items():
@@ -294,11 +296,11 @@ def _write_run(runs_dir, name, accuracy, source='LRA release files /d',
   run = runs_dir / name
   run.mkdir(parents=True)
   (run / 'results.json').write_text(json.dumps({
-      'task': task, 'model': 'ponet', 'test_accuracy': accuracy,
-      'best_val_accuracy': accuracy, 'data_source': source,
+      'task': task, 'model': 'ponet', 'test_accuracy': fraction,
+      'best_val_accuracy': fraction, 'data_source': source,
       'mean_over': 'padded_length', 'train_steps': config['train_steps'],
       'device': '1 x cpu (cpu)', 'config': config}))
-  return report.config_hash(config)
+  return load.config_hash(config)
 
 
 def _row(text, digest):
@@ -318,7 +320,7 @@ def test_accuracy_table_groups_by_config_and_publishes_only_like_runs(
                          'algorithm, seed 1')
   quirks = _write_run(runs, 'pathfinder', 0.70, task='pathfinder',
                       official_pixel_quirks=True)
-  text = report.accuracy_report(runs)
+  text = accuracy.accuracy_report(runs)
   assert len({paper, high_lr, short, generated, quirks}) == 5
   assert ('| 5,000 | 2 (seeds 0, 1) | 38.00 ± 1.41 | 38.00 ± 1.41 | 37.80 | '
           'LRA release files /d | off |') in _row(text, paper)
@@ -333,14 +335,14 @@ def test_accuracy_table_groups_by_config_and_publishes_only_like_runs(
   # Pixel 0 as a real token is not the published switch.
   no_quirks = _write_run(runs, 'pathfinder_fixed', 0.70, task='pathfinder')
   assert ('official_pixel_quirks False (published True)' in
-          _row(report.accuracy_report(runs), no_quirks))
+          _row(accuracy.accuracy_report(runs), no_quirks))
   assert 'Published (PoNet paper Table 1' in text
-  assert 'No runs found' in report.accuracy_report(tmp_path / 'none')
+  assert 'No runs found' in accuracy.accuracy_report(tmp_path / 'none')
 
 
 def test_plot_from_fixture(tmp_path):
   frame = fixture_frame(tmp_path)
-  (sweep,) = report.select_sweeps(frame, all_sweeps=False)
+  (sweep,) = speed.select_sweeps(frame, all_sweeps=False)
   path = tmp_path / plot.file_name('nvidia_h100_80gb_hbm3', sweep, False)
   slopes = plot.plot_sweep(sweep, path)
   assert path.name == 'bench_nvidia_h100_80gb_hbm3_listops_bfloat16_batch32.png'
