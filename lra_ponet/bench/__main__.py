@@ -122,19 +122,8 @@ def model_variants(model_names, attentions):
       yield name, ''
 
 
-def check_flags():
-  """Every mistake in the flags, found before jax starts or any cell runs.
-
-  Returns the lengths, the (model, attention) pairs and the batch size.
-  """
-  lengths = parse_lengths(FLAGS.lengths)
-  for attention in FLAGS.attention:
-    if attention not in transformer.IMPLEMENTATIONS:
-      raise UserError(f'--attention: unknown {attention!r}; use '
-                      f'{" and/or ".join(transformer.IMPLEMENTATIONS)}')
-  mixers = list(model_variants(FLAGS.models, FLAGS.attention))
-  if not mixers:
-    raise UserError('--models is empty; give e.g. --models=ponet,transformer')
+def check_counts(lengths):
+  """The numeric flags: each in its range, and no two that contradict."""
   if FLAGS.steps < 1:
     raise UserError(f'--steps must be at least 1, got {FLAGS.steps}')
   if FLAGS.warmup < 2:
@@ -156,6 +145,22 @@ def check_flags():
   if FLAGS.until_oom and FLAGS.max_length < max(lengths):
     raise UserError(f'--max_length ({FLAGS.max_length}) is below the longest '
                     f'of --lengths ({max(lengths)})')
+
+
+def check_flags():
+  """Every mistake in the flags, found before jax starts or any cell runs.
+
+  Returns the lengths, the (model, attention) pairs and the batch size.
+  """
+  lengths = parse_lengths(FLAGS.lengths)
+  for attention in FLAGS.attention:
+    if attention not in transformer.IMPLEMENTATIONS:
+      raise UserError(f'--attention: unknown {attention!r}; use '
+                      f'{" and/or ".join(transformer.IMPLEMENTATIONS)}')
+  mixers = list(model_variants(FLAGS.models, FLAGS.attention))
+  if not mixers:
+    raise UserError('--models is empty; give e.g. --models=ponet,transformer')
+  check_counts(lengths)
   if FLAGS.sweep_id is not None and not re.fullmatch(r'[\w.-]+',
                                                      FLAGS.sweep_id):
     raise UserError(f'--sweep_id={FLAGS.sweep_id!r}: use letters, digits, '

@@ -84,20 +84,20 @@ def flat_step(train_step, state):
   return step
 
 
-def measure(cell) -> dict:
-  """Compiles and times one cell in this process; emits partial results."""
-  config = cell_config(cell)
-  info = tasks.get_task(cell['task']).INFO
-  graphdef, _, state = train.create_train_state(config, info)
-  result = {'num_params': models.count_params(nnx.merge(graphdef, state)[0])}
+def random_batch(cell, info):
+  """Random ids of the task's vocabulary and labels, the same every run."""
   shape = (cell['batch_size'], 2, cell['length']) if info.paired else (
       cell['batch_size'], cell['length'])
   rng = np.random.default_rng(0)
   # Ids from 1 up: id 0 is padding, and the cell measures a full mask.
-  batch = jax.device_put({
+  return jax.device_put({
       'inputs': rng.integers(1, info.vocab_size, shape, dtype=np.int32),
       'label': rng.integers(0, info.num_classes, cell['batch_size'],
                             dtype=np.int32)})
+
+
+def compile_step(graphdef, state, batch):
+  """(compiled step, flat state, its compile time, cost and memory plan)."""
   step = jax.jit(flat_step(train.make_train_step(graphdef,
                                                  mask_zero_tokens=True),
                             state), donate_argnums=0)
@@ -107,11 +107,37 @@ def measure(cell) -> dict:
   state = jax.tree.leaves(state)
   tick = time.perf_counter()
   compiled = step.lower(state, batch).compile()
-  result['compile_s'] = time.perf_counter() - tick
+  fields = {'compile_s': time.perf_counter() - tick}
   cost = _first(compiled.cost_analysis())
-  result['flops_per_step'] = cost.get('flops')
-  result['bytes_per_step'] = cost.get('bytes accessed')
-  result.update(memory_plan(compiled))
+  fields['flops_per_step'] = cost.get('flops')
+  fields['bytes_per_step'] = cost.get('bytes accessed')
+  fields.update(memory_plan(compiled))
+  return compiled, state, fields
+
+
+def time_steps(compiled, state, batch, warmup: int, steps: int) -> list:
+  """Milliseconds of each timed step, after the warm-up steps."""
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+  times_ms = []
+  for _ in range(steps):
+    tick = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    times_ms.append((time.perf_counter() - tick) * 1e3)
+  return times_ms
+
+
+def measure(cell) -> dict:
+  """Compiles and times one cell in this process; emits partial results."""
+  config = cell_config(cell)
+  info = tasks.get_task(cell['task']).INFO
+  graphdef, _, state = train.create_train_state(config, info)
+  result = {'num_params': models.count_params(nnx.merge(graphdef, state)[0])}
+  batch = random_batch(cell, info)
+  compiled, state, compiled_fields = compile_step(graphdef, state, batch)
+  result.update(compiled_fields)
 
   device = jax.devices()[0]
   stats = device.memory_stats() or {}
@@ -127,21 +153,13 @@ def measure(cell) -> dict:
                         f'cap {cap / 2**30:.2f} GiB')
     return result
 
-  for _ in range(cell['warmup']):
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-  times_ms = []
-  for _ in range(cell['steps']):
-    tick = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times_ms.append((time.perf_counter() - tick) * 1e3)
+  times_ms = time_steps(compiled, state, batch, cell['warmup'], cell['steps'])
   median_ms = float(np.median(times_ms))
   steps_per_s = 1e3 / median_ms
   result.update(
       status='ok', reason='', ms_median=median_ms, ms_min=min(times_ms),
       ms_max=max(times_ms), steps_per_s=steps_per_s,
-      tokens_per_s=math.prod(shape) * steps_per_s,
+      tokens_per_s=math.prod(batch['inputs'].shape) * steps_per_s,
       peak_bytes_in_use=(device.memory_stats() or {}).get(
           'peak_bytes_in_use'))
   result.update(stamp.achieved(result, cell['dtype'], device.device_kind))

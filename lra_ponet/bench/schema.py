@@ -3,8 +3,8 @@ r"""The bench CSV: its columns, and writing, upgrading and reading it.
 Every cell appends one row to `<results_dir>/bench_<device kind>.csv` (header
 written once; a rerun appends, never overwrites). Columns:
 
-  sweep_id            one sweep: an invocation of this command (UTC start
-                      time and pid), or the --sweep_id several share
+  sweep_id            one sweep: a `python -m lra_ponet.bench` command (its
+                      UTC start time and pid), or the --sweep_id several share
   date                UTC time the cell finished
   task, preset        the config: `tasks.get_config(task, preset)`
   model               the token mixer (lra_ponet.models.MIXERS)
@@ -93,11 +93,11 @@ def slug(text: str) -> str:
   return re.sub(r'[^a-z0-9]+', '_', text.lower()).strip('_')
 
 
-def row_for(cell, fields, sweep):
-  """A CSV row: the cell, its measured fields and the stamp."""
+def row_for(cell, fields, shared):
+  """A CSV row: the cell, its measured fields and the sweep's shared fields."""
   config = child.cell_config(cell)
   is_ponet = cell['model'] == 'ponet'
-  row = dict(sweep, **fields)
+  row = dict(shared, **fields)
   row.update(
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
