@@ -21,8 +21,8 @@ matplotlib.use('Agg')  # Files only; no display on the machines that plot.
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import matplotlib.pyplot as plt
 
-from lra_ponet import report
 from lra_ponet.errors import UserError
+from lra_ponet.report import published
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 SEED_MARKERS = ('o', 's', '^', 'D', 'v')
@@ -75,10 +75,10 @@ def load_curves(runs_dir) -> list[dict]:
 
 def published_final_accuracy(task: str, model: str, preset: str):
   """The PoNet paper Table 1 test accuracy (%) of this row, or None."""
-  row = report.TABLE1_ROW.get((model, preset))
-  if row is None or task not in report.TABLE1_TASKS:
+  row = published.TABLE1_ROW.get((model, preset))
+  if row is None or task not in published.TABLE1_TASKS:
     return None
-  return report.TABLE1[row][report.TABLE1_TASKS.index(task)]
+  return published.TABLE1[row][published.TABLE1_TASKS.index(task)]
 
 
 def _series(records, name):

@@ -33,9 +33,10 @@ from absl import app
 from absl import flags
 
 from lra_ponet import curves
-from lra_ponet import report
 from lra_ponet import errors
 from lra_ponet.errors import UserError
+from lra_ponet.report import load
+from lra_ponet.report import speed
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -73,7 +74,7 @@ def memory_axis_of(sweep):
     column, what = 'peak_bytes_in_use', 'peak memory, measured'
   else:
     column, what = 'plan_total_bytes', 'memory, XLA compiled plan'
-  unit, scale = report.memory_unit(sweep[column])
+  unit, scale = speed.memory_unit(sweep[column])
   return column, scale, f'{what} ({unit})'
 
 
@@ -82,7 +83,7 @@ def draw_panel(axis, sweep, column, scale, ylabel):
   edge = mtransforms.blended_transform_factory(axis.transData,
                                                axis.transAxes)
   slopes, statuses = {}, set()
-  for index, name in enumerate(report.ordered_labels(sweep)):
+  for index, name in enumerate(speed.ordered_labels(sweep)):
     cells = sweep[sweep['label'] == name].sort_values('length')
     # The compiled plan of a cell that timed out is still the step's plan; an
     # OOM cell's is not a figure the step could have.
@@ -133,7 +134,7 @@ def draw_panel(axis, sweep, column, scale, ylabel):
 
 def plot_sweep(sweep, path):
   """Writes the two-panel PNG of one sweep; returns {panel: {label: slope}}."""
-  task, preset, dtype, batch = report.setting_of(sweep)
+  task, preset, dtype, batch = speed.setting_of(sweep)
   first = sweep.iloc[0]
   figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(12, 4.8))
   column, scale, ylabel = memory_axis_of(sweep)
@@ -154,7 +155,7 @@ def plot_sweep(sweep, path):
 
 
 def file_name(device, sweep, with_sweep_id: bool) -> str:
-  task, _, dtype, _ = report.setting_of(sweep)
+  task, _, dtype, _ = speed.setting_of(sweep)
   first = sweep.iloc[0]
   batch = (f'tokens{int(first["tokens_per_batch"])}'
            if first['tokens_per_batch'] else
@@ -176,14 +177,14 @@ def main(argv):
       sys.exit(f'error: {error}')
     return
   try:
-    frames = report.load_bench(results_dir)
+    frames = load.load_bench(results_dir)
   except UserError as error:
     sys.exit(f'error: {error}')
   if not frames:
     sys.exit(f'error: no bench CSV under {results_dir}/; run python -m '
              'lra_ponet.bench first')
   for device, frame in frames.items():
-    for sweep in report.select_sweeps(frame, FLAGS.all_sweeps):
+    for sweep in speed.select_sweeps(frame, FLAGS.all_sweeps):
       if sweep['length'].nunique() < 2:
         continue  # One length has no scaling to plot; the report has it.
       path = results_dir / file_name(device, sweep, FLAGS.all_sweeps)

@@ -18,9 +18,16 @@ import pytest
 from absl import flags
 
 import tasks
-from lra_ponet import bench
 from lra_ponet import plot
-from lra_ponet import report
+from lra_ponet.bench import __main__ as bench_main
+from lra_ponet.bench import child
+from lra_ponet.bench import schema
+from lra_ponet.bench import stamp
+from lra_ponet.bench import sweep
+from lra_ponet.errors import UserError
+from lra_ponet.report import accuracy
+from lra_ponet.report import load
+from lra_ponet.report import speed
 
 FIXTURE = pathlib.Path(__file__).parent / 'fixtures' / 'bench_fixture.csv'
 # Compiled plans at batch 1 (ListOps config): Transformer about 26 MiB at 512
@@ -52,7 +59,7 @@ def by_cell(frame):
 
 def test_tiny_sweep_records_every_cell(tiny_sweep):
   process, frame = tiny_sweep
-  assert list(frame.columns) == list(bench.COLUMNS)
+  assert list(frame.columns) == list(schema.COLUMNS)
   assert len(frame) == 4 and frame['sweep_id'].nunique() == 1
   cells = by_cell(frame)
   for key in [('transformer', 512), ('ponet', 512), ('ponet', 1024)]:
@@ -119,8 +126,8 @@ def test_timeout_is_recorded_and_a_continued_sweep_remembers_it(tmp_path):
   assert list(frame['sweep_id']) == ['split'] * 3
   assert frame['reason'][0] == 'past the 0.5 s cell budget'
   assert list(frame['reason'][1:]) == ['not run: TIMEOUT at length 64'] * 2
-  with pytest.raises(bench.UserError, match=r'\(differing: steps\)'):
-    bench.earlier_rows(tmp_path / 'bench_cpu.csv', 'split',
+  with pytest.raises(UserError, match=r'\(differing: steps\)'):
+    schema.earlier_rows(tmp_path / 'bench_cpu.csv', 'split',
                        {'task': 'listops', 'steps': 3})
 
 
@@ -131,7 +138,7 @@ def test_tokens_per_second_counts_every_example_and_both_documents():
           'batch_size': 3, 'memory_cap_bytes': None, 'warmup': 2,
           'steps': 3}
   tick = time.perf_counter()
-  result = bench.measure(cell)
+  result = child.measure(cell)
   elapsed = time.perf_counter() - tick
   assert result['status'] == 'ok'
   assert result['ms_min'] <= result['ms_median'] <= result['ms_max']
@@ -143,7 +150,7 @@ def test_tokens_per_second_counts_every_example_and_both_documents():
 
 
 def test_cell_error_is_one_line():
-  fields = bench.run_cell({'task': 'listops'}, timeout=300)
+  fields = sweep.run_cell({'task': 'listops'}, timeout=300)
   assert fields['status'] == 'error'
   assert fields['reason'] == "KeyError: 'preset'"
 
@@ -153,8 +160,8 @@ def test_crash_output_is_classified():
             '  File "x.py", line 1, in <module>\n'
             'jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of '
             'memory while trying to allocate 1024 bytes.\n\n')
-  assert bench.is_oom(stderr) and not bench.is_oom('ValueError: bad shape')
-  assert bench.last_meaningful_line(stderr).startswith(
+  assert child.is_oom(stderr) and not child.is_oom('ValueError: bad shape')
+  assert sweep.last_meaningful_line(stderr).startswith(
       'jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED')
 
 
@@ -169,7 +176,7 @@ def test_impossible_length_is_one_line_before_any_cell(tmp_path):
 @pytest.fixture
 def parse_bench_flags():
   if 'lengths' not in flags.FLAGS:
-    bench.define_flags()
+    bench_main.define_flags()
 
   def parse(*args):
     flags.FLAGS.unparse_flags()
@@ -194,33 +201,33 @@ def parse_bench_flags():
 ])
 def test_impossible_flags(parse_bench_flags, args, message):
   parse_bench_flags(*args)
-  with pytest.raises(bench.UserError, match=message):
-    bench.check_flags()
+  with pytest.raises(UserError, match=message):
+    bench_main.check_flags()
 
 
 def test_until_oom_doubles_while_a_model_runs(parse_bench_flags):
   parse_bench_flags('--until_oom', '--max_length=4096', '--lengths=512,1024')
   stopped = {}
   mixers = [('ponet', ''), ('transformer', 'xla')]
-  lengths = bench.lengths_to_run([512, 1024], stopped, mixers, None)
+  lengths = sweep.lengths_to_run([512, 1024], stopped, mixers, None)
   assert [next(lengths) for _ in range(3)] == [512, 1024, 2048]
   stopped['transformer (xla)'] = ('OOM', 2048)
   assert next(lengths) == 4096
   assert list(lengths) == []  # --max_length.
   stopped['ponet'] = ('TIMEOUT', 2048)
-  assert list(bench.lengths_to_run([512], stopped, mixers, None)) == [512]
+  assert list(sweep.lengths_to_run([512], stopped, mixers, None)) == [512]
 
 
 def test_rows_append_and_other_columns_are_refused(tmp_path):
   path = tmp_path / 'bench_cpu.csv'
   for _ in range(2):
-    stream, writer = bench.open_csv(path)
+    stream, writer = schema.open_csv(path)
     with stream:
       writer.writerow({'sweep_id': 'x', 'status': 'ok'})
   assert len(pd.read_csv(path)) == 2
   path.write_text('a,b\n1,2\n')
-  with pytest.raises(bench.UserError, match='other columns'):
-    bench.open_csv(path)
+  with pytest.raises(UserError, match='other columns'):
+    schema.open_csv(path)
 
 
 @pytest.mark.parametrize('kind, dtype, peaks', [
@@ -229,13 +236,13 @@ def test_rows_append_and_other_columns_are_refused(tmp_path):
     ('NVIDIA H200', 'bfloat16', (990.0, 4800.0)),
 ])
 def test_fractions_of_the_device_peaks(kind, dtype, peaks):
-  rates = bench.achieved({'steps_per_s': 4.0, 'flops_per_step': 2.5e12,
+  rates = stamp.achieved({'steps_per_s': 4.0, 'flops_per_step': 2.5e12,
                           'bytes_per_step': 5e10}, dtype, kind)
   assert rates['tflops_per_s'] == 10.0 and rates['gb_per_s'] == 200.0
   assert (rates['peak_tflops_per_s'], rates['peak_gb_per_s']) == peaks
   assert rates['tflops_fraction'] == pytest.approx(10.0 / peaks[0])
   assert rates['bandwidth_fraction'] == pytest.approx(200.0 / peaks[1])
-  unknown = bench.achieved({'steps_per_s': 4.0, 'flops_per_step': 1e9},
+  unknown = stamp.achieved({'steps_per_s': 4.0, 'flops_per_step': 1e9},
                            dtype, 'Tesla T4')
   assert set(unknown) == {'tflops_per_s'}
 
@@ -245,26 +252,26 @@ def test_csv_of_earlier_columns_gets_the_new_ones(tmp_path):
   shutil.copy(FIXTURE, path)
   before = pd.read_csv(FIXTURE)
   assert 'gb_per_s' not in before.columns
-  stream, writer = bench.open_csv(path)
+  stream, writer = schema.open_csv(path)
   with stream:
     writer.writerow(dict(before.iloc[-1].to_dict(), gb_per_s=1.5))
   after = pd.read_csv(path)
-  assert list(after.columns) == list(bench.COLUMNS)
+  assert list(after.columns) == list(schema.COLUMNS)
   pd.testing.assert_frame_equal(after[before.columns].iloc[:-1], before)
   assert after['gb_per_s'].iloc[-1] == 1.5
   assert after['gb_per_s'].iloc[:-1].isna().all()
-  assert len(report.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']) == len(
+  assert len(load.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']) == len(
       after)
 
 
 def fixture_frame(tmp_path):
   shutil.copy(FIXTURE, tmp_path / 'bench_nvidia_h100_80gb_hbm3.csv')
-  return report.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']
+  return load.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']
 
 
 def test_report_tables_from_fixture(tmp_path):
   frame = fixture_frame(tmp_path)
-  text = report.bench_report('nvidia_h100_80gb_hbm3', frame,
+  text = speed.bench_report('nvidia_h100_80gb_hbm3', frame,
                              all_sweeps=False)
   # Only the latest sweep of the setting (the older one is all errors).
   assert 'sweep 20250102T000000Z-2' in text and 'T000000Z-1' not in text
@@ -281,12 +288,12 @@ def test_report_tables_from_fixture(tmp_path):
   assert 'only the ratios' not in text  # Not a CPU sweep.
   # A CSV of earlier columns has no cost columns: those cells stay empty.
   assert '| achieved GB/s | % of peak FLOP/s, bandwidth |' in text
-  every = report.bench_report('nvidia_h100_80gb_hbm3', frame,
+  every = speed.bench_report('nvidia_h100_80gb_hbm3', frame,
                               all_sweeps=True)
   assert 'sweep 20250101T000000Z-1' in every
 
 
-def _write_run(runs_dir, name, accuracy, source='LRA release files /d',
+def _write_run(runs_dir, name, fraction, source='LRA release files /d',
                task='listops', **changes):
   config = tasks.get_config(task).to_dict()
   for field, value in changes.items():
@@ -294,11 +301,11 @@ def _write_run(runs_dir, name, accuracy, source='LRA release files /d',
   run = runs_dir / name
   run.mkdir(parents=True)
   (run / 'results.json').write_text(json.dumps({
-      'task': task, 'model': 'ponet', 'test_accuracy': accuracy,
-      'best_val_accuracy': accuracy, 'data_source': source,
+      'task': task, 'model': 'ponet', 'test_accuracy': fraction,
+      'best_val_accuracy': fraction, 'data_source': source,
       'mean_over': 'padded_length', 'train_steps': config['train_steps'],
       'device': '1 x cpu (cpu)', 'config': config}))
-  return report.config_hash(config)
+  return load.config_hash(config)
 
 
 def _row(text, digest):
@@ -318,7 +325,7 @@ def test_accuracy_table_groups_by_config_and_publishes_only_like_runs(
                          'algorithm, seed 1')
   quirks = _write_run(runs, 'pathfinder', 0.70, task='pathfinder',
                       official_pixel_quirks=True)
-  text = report.accuracy_report(runs)
+  text = accuracy.accuracy_report(runs)
   assert len({paper, high_lr, short, generated, quirks}) == 5
   assert ('| 5,000 | 2 (seeds 0, 1) | 38.00 ± 1.41 | 38.00 ± 1.41 | 37.80 | '
           'LRA release files /d | off |') in _row(text, paper)
@@ -333,16 +340,16 @@ def test_accuracy_table_groups_by_config_and_publishes_only_like_runs(
   # Pixel 0 as a real token is not the published switch.
   no_quirks = _write_run(runs, 'pathfinder_fixed', 0.70, task='pathfinder')
   assert ('official_pixel_quirks False (published True)' in
-          _row(report.accuracy_report(runs), no_quirks))
+          _row(accuracy.accuracy_report(runs), no_quirks))
   assert 'Published (PoNet paper Table 1' in text
-  assert 'No runs found' in report.accuracy_report(tmp_path / 'none')
+  assert 'No runs found' in accuracy.accuracy_report(tmp_path / 'none')
 
 
 def test_plot_from_fixture(tmp_path):
   frame = fixture_frame(tmp_path)
-  (sweep,) = report.select_sweeps(frame, all_sweeps=False)
-  path = tmp_path / plot.file_name('nvidia_h100_80gb_hbm3', sweep, False)
-  slopes = plot.plot_sweep(sweep, path)
+  (selected,) = speed.select_sweeps(frame, all_sweeps=False)
+  path = tmp_path / plot.file_name('nvidia_h100_80gb_hbm3', selected, False)
+  slopes = plot.plot_sweep(selected, path)
   assert path.name == 'bench_nvidia_h100_80gb_hbm3_listops_bfloat16_batch32.png'
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert slopes['time']['ponet'] == pytest.approx(1.0)

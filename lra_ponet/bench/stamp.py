@@ -1,0 +1,81 @@
+"""The environment stamp of every row, and the device's peak rates.
+
+A row carries the device, the versions of jax, jaxlib and flax and the git
+commit, so that a number pasted elsewhere says what made it; the peaks turn
+the achieved FLOP and byte rates into fractions of what the device can do.
+"""
+
+import os
+import pathlib
+import subprocess
+
+import flax
+import jax
+import jaxlib
+
+# Paper peaks per device kind (spec/bench.md): HBM bandwidth in GB/s and
+# dense TFLOP/s per dtype (float32 without tensor cores). H100 and H200 share
+# the compute die. A device kind is matched by these words in its name.
+PEAKS = (
+    (('h100',), {'gb_per_s': 3350.0,
+                 'tflops_per_s': {'float32': 67.0, 'bfloat16': 990.0}}),
+    (('h200',), {'gb_per_s': 4800.0,
+                 'tflops_per_s': {'float32': 67.0, 'bfloat16': 990.0}}),
+)
+
+
+def environment() -> dict:
+  """The device and versions of this process (read in the child)."""
+  return {'device_kind': jax.devices()[0].device_kind,
+          'device_count': jax.device_count(),
+          'platform': jax.default_backend(),
+          'jax_version': jax.__version__,
+          'jaxlib_version': jaxlib.__version__,
+          'flax_version': flax.__version__}
+
+
+def device_peaks(device_kind: str, dtype: str) -> dict:
+  """The peak rates of a known device kind; empty when unknown."""
+  name = device_kind.lower()
+  for words, peaks in PEAKS:
+    if all(word in name for word in words):
+      return {'peak_gb_per_s': peaks['gb_per_s'],
+              'peak_tflops_per_s': peaks['tflops_per_s'].get(dtype)}
+  return {}
+
+
+def achieved(result, dtype: str, device_kind: str) -> dict:
+  """Achieved rates from the step's cost and speed; fractions of the peaks."""
+  rates = {}
+  steps_per_s = result.get('steps_per_s')
+  if not steps_per_s:
+    return rates
+  if result.get('flops_per_step'):
+    rates['tflops_per_s'] = result['flops_per_step'] * steps_per_s / 1e12
+  if result.get('bytes_per_step'):
+    rates['gb_per_s'] = result['bytes_per_step'] * steps_per_s / 1e9
+  peaks = device_peaks(device_kind, dtype)
+  rates.update(peaks)
+  for rate, peak, fraction in (
+      ('tflops_per_s', 'peak_tflops_per_s', 'tflops_fraction'),
+      ('gb_per_s', 'peak_gb_per_s', 'bandwidth_fraction')):
+    if rates.get(rate) and peaks.get(peak):
+      rates[fraction] = rates[rate] / peaks[peak]
+  return rates
+
+
+def git_commit() -> str:
+  root = pathlib.Path(__file__).resolve().parents[2]
+  # No optional locks: a read must not touch the index others are using.
+  env = dict(os.environ, GIT_OPTIONAL_LOCKS='0')
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, env=env,
+                            capture_output=True, text=True, check=True)
+    # Results the harness itself appends to do not make the code dirty.
+    dirty = subprocess.run(
+        ['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
+         ':(exclude)results'], cwd=root,
+        env=env, capture_output=True, text=True, check=True)
+  except (OSError, subprocess.CalledProcessError):
+    return ''
+  return commit.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')

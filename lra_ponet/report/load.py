@@ -1,0 +1,72 @@
+"""Reading what the tables are made of: bench CSVs and runs' results.json."""
+
+import hashlib
+import json
+import pathlib
+
+import pandas as pd
+
+from lra_ponet.errors import UserError
+from lra_ponet.report.markdown import known
+
+# What the tables read; a CSV without them is not a bench CSV.
+NEEDED = ('sweep_id', 'date', 'task', 'preset', 'model', 'attention',
+          'length', 'batch_size', 'tokens_per_batch', 'dtype', 'status',
+          'reason', 'steps_per_s', 'peak_bytes_in_use', 'plan_total_bytes',
+          'memory_cap_bytes', 'device_kind', 'platform', 'config_json')
+
+
+def row_label(model, attention) -> str:
+  return f'{model} ({attention})' if known(attention) and attention else model
+
+
+def load_bench(results_dir):
+  """{device slug: DataFrame} of every bench CSV under results_dir."""
+  frames = {}
+  for path in sorted(pathlib.Path(results_dir).glob('bench_*.csv')):
+    try:
+      frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+      raise UserError(f'{path} is not a readable CSV: {error}') from None
+    missing = [column for column in NEEDED if column not in frame.columns]
+    if missing or frame.empty:
+      raise UserError(f'{path} is not a bench CSV of lra_ponet.bench (no '
+                      f'rows or missing {", ".join(missing)})')
+    frame['attention'] = frame['attention'].fillna('')
+    frame['label'] = [row_label(m, a) for m, a in
+                      zip(frame['model'], frame['attention'])]
+    frames[path.stem[len('bench_'):]] = frame
+  return frames
+
+
+def config_hash(config: dict) -> str:
+  """Eight hex digits of the whole config except the seed."""
+  rest = {name: value for name, value in config.items() if name != 'seed'}
+  text = json.dumps(rest, sort_keys=True)
+  return hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]
+
+
+def load_runs(runs_dir):
+  """One row per results.json under runs_dir, accuracies in percent."""
+  records = []
+  for path in sorted(pathlib.Path(runs_dir).glob('**/results.json')):
+    try:
+      result = json.loads(path.read_text())
+      config = result['config']
+      records.append({
+          'task': result['task'], 'model': result['model'],
+          'preset': config.get('preset', ''),
+          'seed': config.get('seed'),
+          'config': config, 'config_hash': config_hash(config),
+          'test': 100 * result['test_accuracy'],
+          'val': 100 * result['best_val_accuracy'],
+          'data_source': result.get('data_source', ''),
+          'pixel_quirks': config.get('official_pixel_quirks', False),
+          'mean_over': result.get('mean_over', ''),
+          'train_steps': result['train_steps'],
+          'device': result.get('device', ''),
+          'data_notes': result.get('data_notes', '')})
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+      raise UserError(f'{path} is not a results.json of lra_ponet.run: '
+                      f'{type(error).__name__} {error}') from None
+  return pd.DataFrame(records)

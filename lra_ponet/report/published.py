@@ -1,0 +1,92 @@
+"""The published numbers our tables are compared with, and their tables.
+
+Speed and memory: PoNet paper Table 2 and LRA paper Table 2. Accuracy: PoNet
+paper Table 1, with which of its rows a run of ours is compared.
+"""
+
+from lra_ponet.report import markdown
+
+LENGTHS_PUBLISHED = (512, 1024, 2048, 4096, 8192, 16384)
+# PoNet paper Table 2 (spec/ponet.md section 9): one GPU, Text setting,
+# batch 32; None is OOM.
+PONET_TABLE2_STEPS = {
+    'transformer': (45.1, 19.4, 6.3, 1.8, None, None),
+    'fnet': (83.4, 61.3, 38.1, 21.4, 11.0, 5.4),
+    'ponet': (50.4, 40.1, 27.8, 16.2, 8.7, 4.5),
+}
+PONET_TABLE2_GB = {
+    'transformer': (1.4, 2.5, 6.7, 23.8, None, None),
+    'fnet': (1.1, 1.2, 1.4, 1.7, 2.3, 3.8),
+    'ponet': (1.1, 1.3, 1.7, 2.4, 3.6, 6.5),
+}
+# LRA paper Table 2 (spec/bench.md): Transformer on TPU v3, batch 32.
+LRA_TABLE2 = {'length': (1024, 2048, 3072, 4096),
+              'steps/s': (8.1, 4.9, 2.3, 1.4),
+              'GB': (0.85, 2.65, 5.51, 9.48)}
+TABLE1_TASKS = ('listops', 'text', 'retrieval', 'image', 'pathfinder')
+# PoNet paper Table 1, test accuracy % per TABLE1_TASKS; None is FAIL.
+TABLE1 = {
+    'Transformer (Xiong et al. setting)': (37.10, 65.02, 79.35, 38.20, 74.16),
+    'FNet (re-implemented by the PoNet authors)': (37.40, 62.52, 76.94, 35.55,
+                                                   None),
+    'PoNet': (37.80, 69.82, 80.35, 46.88, 70.39),
+    'Transformer (Tay et al., original LRA)': (36.37, 64.27, 57.46, 42.44,
+                                               71.40),
+}
+TABLE1_AVERAGE = {
+    'Transformer (Xiong et al. setting)': '58.77',
+    'FNet (re-implemented by the PoNet authors)': '53.10 (4 tasks)',
+    'PoNet': '61.05',
+    'Transformer (Tay et al., original LRA)': '54.39',
+}
+# Which published row a run of ours is compared with: (model, preset) -> row.
+TABLE1_ROW = {
+    ('transformer', 'ponet'): 'Transformer (Xiong et al. setting)',
+    ('transformer', 'lra'): 'Transformer (Tay et al., original LRA)',
+    ('fnet', 'ponet'): 'FNet (re-implemented by the PoNet authors)',
+    ('ponet', 'ponet'): 'PoNet',
+}
+
+
+def published_section() -> str:
+  header = ['model'] + [f'{length:,}' for length in LENGTHS_PUBLISHED]
+
+  def rows(table):
+    out = []
+    for model, values in table.items():
+      reference = table['transformer']
+      row = [model]
+      for value, base in zip(values, reference):
+        if value is None:
+          row.append('OOM')
+        elif base is None or model == 'transformer':
+          row.append(f'{value:g}')
+        else:
+          row.append(f'{value:g} ({markdown.multiplier(value / base)})')
+      out.append(row)
+    return out
+
+  lra_header = ['Transformer'] + [f'{n:,}' for n in LRA_TABLE2['length']]
+  return '\n'.join([
+      '## Published anchors (not measured here)', '',
+      'Published (PoNet paper Table 2, one GPU, batch 32, Text setting): '
+      'training steps per second; × = row / Transformer.', '',
+      markdown.markdown_table(header, rows(PONET_TABLE2_STEPS)), '',
+      'Published (PoNet paper Table 2, one GPU, batch 32, Text setting): '
+      'peak memory, GB; × = row / Transformer.', '',
+      markdown.markdown_table(header, rows(PONET_TABLE2_GB)), '',
+      'Published (LRA paper Table 2, TPU v3, batch 32): Transformer.', '',
+      markdown.markdown_table(lra_header, [
+          ['steps/s'] + [f'{v:g}' for v in LRA_TABLE2['steps/s']],
+          ['GB'] + [f'{v:g}' for v in LRA_TABLE2['GB']]]), ''])
+
+
+def table1_section() -> list[str]:
+  """PoNet paper Table 1 as printed under the accuracy table."""
+  header = ['model (published)', 'ListOps', 'Text', 'Retrieval', 'Image',
+            'Pathfinder', 'avg']
+  return ['Published (PoNet paper Table 1, test accuracy %):', '',
+          markdown.markdown_table(header, [
+              [row] + ['FAIL' if v is None else f'{v:.2f}' for v in values]
+              + [TABLE1_AVERAGE[row]] for row, values in TABLE1.items()]),
+          '']
