@@ -52,13 +52,22 @@ def ordered_labels(sweep):
   return references + [name for name in labels if name not in references]
 
 
-def segments(sweep, segment_num) -> str:
-  """PoNet's segment setting: segment_num is kept, so segment_len varies."""
-  lengths = sorted(set(int(length) for length in sweep['length']))
-  ends = [f'{length // segment_num + 1} at {length:,}'
-          for length in (lengths[0], lengths[-1])]
-  return (f'PoNet segment_num {segment_num} at every length (segment_len = '
-          f'L // segment_num + 1: {" to ".join(dict.fromkeys(ends))})')
+def segments(sweep) -> str:
+  """PoNet's segments as the cells ran them (segment_num may follow L)."""
+  ponet = sweep[(sweep['model'] == 'ponet')
+                & sweep['segment_num'].notna()].sort_values('length')
+  if ponet.empty:
+    return 'no PoNet row'
+
+  def spread(column) -> str:
+    values = [f'{int(value):,}' for value in dict.fromkeys(ponet[column])]
+    if len(values) == 1:
+      return f'{values[0]} at every length'
+    return (f'{values[0]} at {int(ponet["length"].iloc[0]):,} to '
+            f'{values[-1]} at {int(ponet["length"].iloc[-1]):,}')
+
+  return (f'PoNet segment_num {spread("segment_num")}, segment_len '
+          f'(L // segment_num + 1) {spread("segment_len")}')
 
 
 def stamp(sweep) -> str:
@@ -80,7 +89,7 @@ def stamp(sweep) -> str:
       f'{first["task"]} config, {first["preset"]} preset: '
       f'{model["num_layers"]} layers, dim {model["dim"]}, '
       f'{model["num_heads"]} heads, MLP {model["mlp_dim"]}, '
-      f'{segments(sweep, model["segment_num"])}',
+      f'{segments(sweep)}',
       f'{int(first["steps"])} timed steps after {int(first["warmup"])} '
       'warm-up, median',
       f'cell budget {first["cell_timeout_s"]:g} s',
