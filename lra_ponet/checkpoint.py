@@ -139,11 +139,12 @@ def _quiet_orbax_failure():
   """Lets a failed orbax save or restore be reported in one line.
 
   Orbax logs the traceback of a failed write from each writer thread, and
-  the threads still writing other items would fail noisily at interpreter
-  exit; so their error logs are dropped and they are waited for. TensorStore
-  completes the abandoned reads and writes into orbax's closed event loops,
-  during the call and later, and leaves coroutines it never awaited: those
-  unraisable errors and warnings are dropped, for good once a call failed.
+  the threads still writing other items fail and log later, some after the
+  call has returned; so their error logs are dropped, for good once a call
+  failed, and the threads are waited for. TensorStore completes the abandoned
+  reads and writes into orbax's closed event loops, during the call and
+  later, and leaves coroutines it never awaited: those unraisable errors and
+  warnings are dropped too.
   """
   logger = logging.getLogger('absl')
 
@@ -163,10 +164,8 @@ def _quiet_orbax_failure():
           and thread is not threading.current_thread()):
         thread.join(timeout=60)
     raise
-  else:
-    sys.unraisablehook = unraisablehook
-  finally:
-    logger.removeFilter(only_others)
+  sys.unraisablehook = unraisablehook
+  logger.removeFilter(only_others)
 
 
 def _without_closed_loop_errors(hook):
