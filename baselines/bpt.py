@@ -49,6 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from baselines import projections
+
 from lra_ponet.errors import UserError
 
 # Rows of the official edge-type table (`BPTBlock.MAX_ETYPE`).
@@ -118,11 +120,10 @@ class BinaryPartitionAttention(nnx.Module):
     self.clip = clip
     self.relative_positions = relative_positions
 
-    def linear():
-      return nnx.Linear(dim, dim, use_bias=False, dtype=dtype, rngs=rngs,
-                        kernel_init=nnx.initializers.xavier_uniform())
-
-    self.query, self.key, self.value, self.out = (linear() for _ in '1234')
+    self.query, self.key, self.value, self.out = (
+        projections.attention_projections(
+            dim, rngs=rngs, dtype=dtype, use_bias=False,
+            kernel_init=nnx.initializers.xavier_uniform()))
     if relative_positions:
       head_dim = dim // num_heads
       bound = math.sqrt(6 / (OFFICIAL_EDGE_TYPES + head_dim))

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from baselines import projections
+
 from lra_ponet.errors import UserError
 
 
@@ -76,13 +78,8 @@ class ClusterFormerAttention(nnx.Module):
     self.centroid_decay = centroid_decay
     self.use_running_average = False
 
-    def linear():
-      return nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-
-    self.query = linear()
-    self.key = linear()
-    self.value = linear()
-    self.out = linear()
+    self.query, self.key, self.value, self.out = (
+        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
     self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
     if clustered:
       self.centroids = Centroids(jax.random.normal(

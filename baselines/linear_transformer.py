@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from baselines import projections
+
 
 class LinearAttention(nnx.Module):
   """`mixer(x_BxLxD, mask_BxL) -> BxLxD`, time and memory linear in L."""
@@ -47,13 +49,8 @@ class LinearAttention(nnx.Module):
     self.num_heads = num_heads
     self.eps = eps
 
-    def linear():
-      return nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-
-    self.query = linear()
-    self.key = linear()
-    self.value = linear()
-    self.out = linear()
+    self.query, self.key, self.value, self.out = (
+        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
 
   @classmethod
   def default_config(cls, config):

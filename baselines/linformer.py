@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from baselines import projections
+
 from lra_ponet.errors import UserError
 
 # The official projection's initialisation: N(0, 0.02).
@@ -54,13 +56,8 @@ class Linformer(nnx.Module):
     self.num_heads = num_heads
     self.projection = projection
 
-    def linear():
-      return nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-
-    self.query = linear()
-    self.key = linear()
-    self.value = linear()
-    self.out = linear()
+    self.query, self.key, self.value, self.out = (
+        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
 
   @classmethod
   def default_config(cls, config):

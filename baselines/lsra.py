@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from baselines import projections
+
 from lra_ponet.errors import UserError
 
 CONV_TYPES = ('dynamic', 'lightweight')
@@ -145,16 +147,9 @@ class LongShortRangeAttention(nnx.Module):
   def _attention(self, x_BxLxA, mask_BxL):
     batch, length, dim = x_BxLxA.shape
     split = (batch, length, self.attention_heads, dim // self.attention_heads)
-    query_BxLxHxK = self.query(x_BxLxA).reshape(split)
-    key_BxLxHxK = self.key(x_BxLxA).reshape(split)
-    logits_BxHxLxL = jnp.einsum('bqhk,bvhk->bhqv', query_BxLxHxK,
-                                key_BxLxHxK) / math.sqrt(split[-1])
-    logits_BxHxLxL = jnp.where(mask_BxL[:, None, None, :], logits_BxHxLxL,
-                               jnp.finfo(logits_BxHxLxL.dtype).min)
-    probs_BxHxLxL = self.attention_dropout(
-        jax.nn.softmax(logits_BxHxLxL, axis=-1))
-    mixed_BxLxHxK = jnp.einsum('bhqv,bvhk->bqhk', probs_BxHxLxL,
-                               self.value(x_BxLxA).reshape(split))
+    mixed_BxLxHxK = projections.dense_attention(
+        self.query(x_BxLxA).reshape(split), self.key(x_BxLxA).reshape(split),
+        self.value(x_BxLxA).reshape(split), mask_BxL, self.attention_dropout)
     return self.attention_out(mixed_BxLxHxK.reshape(batch, length, dim))
 
   def _convolution(self, x_BxLxC, mask_BxL):

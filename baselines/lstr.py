@@ -47,6 +47,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from baselines import projections
+
 from lra_ponet.errors import UserError
 
 
@@ -57,13 +59,8 @@ class CrossAttention(nnx.Module):
                dropout: float, dtype=jnp.float32):
     self.num_heads = num_heads
 
-    def linear():
-      return nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-
-    self.query = linear()
-    self.key = linear()
-    self.value = linear()
-    self.out = linear()
+    self.query, self.key, self.value, self.out = (
+        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
     self.attention_dropout = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, x_BxQxD, memory_BxMxD, memory_mask_BxM=None):

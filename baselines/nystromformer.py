@@ -58,6 +58,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from baselines import projections
+
 from lra_ponet.errors import UserError
 
 LANDMARKS = ('padded', 'real_tokens')
@@ -96,13 +98,8 @@ class Nystromformer(nnx.Module):
     self.landmarks = landmarks
     self.pinv_init = pinv_init
 
-    def linear():
-      return nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-
-    self.query = linear()
-    self.key = linear()
-    self.value = linear()
-    self.out = linear()
+    self.query, self.key, self.value, self.out = (
+        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
     bound = 1 / math.sqrt(max(conv_kernel_size, 1))
     self.conv = nnx.Param(jax.random.uniform(
         rngs.params(), (num_heads, conv_kernel_size), minval=-bound,

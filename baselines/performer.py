@@ -54,6 +54,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from baselines import projections
+
 from lra_ponet.errors import UserError
 
 REDRAWS = ('fixed', 'per_step')
@@ -96,13 +98,8 @@ class Performer(nnx.Module):
       self.features = RandomFeatures(orthogonal_gaussian(
           self.rng(), num_features, dim // num_heads))
 
-    def linear():
-      return nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-
-    self.query = linear()
-    self.key = linear()
-    self.value = linear()
-    self.out = linear()
+    self.query, self.key, self.value, self.out = (
+        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
 
   @classmethod
   def default_config(cls, config):

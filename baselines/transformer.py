@@ -6,11 +6,11 @@ and `cudnn` (`jax.nn.dot_product_attention(implementation="cudnn")`, a fused
 flash kernel on NVIDIA GPUs, bf16/fp16 only).
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from baselines import projections
 
 from lra_ponet.errors import UserError
 
@@ -77,15 +77,9 @@ class SelfAttention(nnx.Module):
           key_value_seq_lengths=mask_BxL.sum(axis=1, dtype=jnp.int32),
           implementation='cudnn')
     else:
-      logits_BxHxLxL = jnp.einsum(
-          'bqhk,bvhk->bhqv', query_BxLxHxK,
-          key_BxLxHxK) / math.sqrt(split[-1])
-      logits_BxHxLxL = jnp.where(mask_BxL[:, None, None, :], logits_BxHxLxL,
-                                 jnp.finfo(logits_BxHxLxL.dtype).min)
-      probs_BxHxLxL = self.attention_dropout(
-          jax.nn.softmax(logits_BxHxLxL, axis=-1))
-      mixed_BxLxHxK = jnp.einsum('bhqv,bvhk->bqhk', probs_BxHxLxL,
-                                 value_BxLxHxK)
+      mixed_BxLxHxK = projections.dense_attention(
+          query_BxLxHxK, key_BxLxHxK, value_BxLxHxK, mask_BxL,
+          self.attention_dropout)
     return self.out(mixed_BxLxHxK.reshape(batch, length, qkv_dim))
 
 

@@ -41,6 +41,12 @@ from lra_ponet.report import speed
 
 FLAGS = flags.FLAGS
 FAILURE_MARKERS = {'OOM': 'x', 'TIMEOUT': 'v', 'error': 'D'}
+# Ten colours, then the same colours dashed, dash-dotted, dotted: up to 40
+# models stay apart.
+COLORS = plt.get_cmap('tab10').colors
+LINESTYLES = ('-', '--', '-.', ':')
+# Past this many models the legend goes beside the panel, not over it.
+LEGEND_INSIDE_MAX = 6
 
 
 def define_flags():
@@ -83,7 +89,10 @@ def draw_panel(axis, sweep, column, scale, ylabel):
   edge = mtransforms.blended_transform_factory(axis.transData,
                                                axis.transAxes)
   slopes, statuses = {}, set()
-  for index, name in enumerate(speed.ordered_labels(sweep)):
+  labels = speed.ordered_labels(sweep)
+  # Rows of failure markers stacked below the top edge within its top half.
+  row_step = min(0.05, 0.5 / len(labels))
+  for index, name in enumerate(labels):
     cells = sweep[sweep['label'] == name].sort_values('length')
     # The compiled plan of a cell that timed out is still the step's plan; an
     # OOM cell's is not a figure the step could have.
@@ -94,14 +103,17 @@ def draw_panel(axis, sweep, column, scale, ylabel):
     slopes[name] = slope
     legend = name if slope is None else f'{name} (slope {slope:.2f})'
     line, = axis.plot(lengths, values, marker='o', markersize=4,
-                      label=legend)
+                      label=legend, color=COLORS[index % len(COLORS)],
+                      linestyle=LINESTYLES[index // len(COLORS)
+                                           % len(LINESTYLES)])
     failed = cells[~cells.index.isin(plotted.index)
                    & (cells['status'] != 'ok')]
     for status, group in failed.groupby('status'):
       statuses.add(status)
       # Stacked below the top edge, one row per model, so markers of models
       # that fail at the same length stay apart.
-      axis.plot(group['length'], np.full(len(group), 0.96 - 0.05 * index),
+      axis.plot(group['length'],
+                np.full(len(group), 0.96 - row_step * index),
                 transform=edge, linestyle='none', color=line.get_color(),
                 marker=FAILURE_MARKERS.get(status, 'D'), markersize=8,
                 markeredgewidth=2, clip_on=False)
@@ -128,7 +140,11 @@ def draw_panel(axis, sweep, column, scale, ylabel):
   axis.set_xlabel('sequence length')
   axis.set_ylabel(ylabel)
   axis.grid(True, which='major', alpha=0.3)
-  axis.legend(fontsize=8, loc='upper left')
+  if len(labels) <= LEGEND_INSIDE_MAX:
+    axis.legend(fontsize=8, loc='upper left')
+  else:
+    axis.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0),
+                borderaxespad=0.0)
   return slopes
 
 
@@ -136,7 +152,9 @@ def plot_sweep(sweep, path):
   """Writes the two-panel PNG of one sweep; returns {panel: {label: slope}}."""
   task, preset, dtype, batch = speed.setting_of(sweep)
   first = sweep.iloc[0]
-  figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(12, 4.8))
+  many = len(speed.ordered_labels(sweep)) > LEGEND_INSIDE_MAX
+  figure, (time_axis, memory_axis) = plt.subplots(
+      1, 2, figsize=(17, 6.4) if many else (12, 4.8))
   column, scale, ylabel = memory_axis_of(sweep)
   slopes = {
       'time': draw_panel(time_axis, sweep, 'ms_median', 1.0,

@@ -293,6 +293,25 @@ def test_report_tables_from_fixture(tmp_path):
   assert 'sweep 20250101T000000Z-1' in every
 
 
+
+def test_report_table2_layout(tmp_path):
+  listops = speed.select_sweeps(fixture_frame(tmp_path), all_sweeps=False)[0]
+  assert not speed.table2_layout(listops)  # Table 2 is the Text setting.
+  text = '\n'.join(speed.table2_layout(listops.assign(task='text')))
+  lines = [line for line in text.splitlines() if line.startswith('| ')]
+  assert lines[0] == '| length | 1,024 | 2,048 | 4,096 |'
+  # The paper's order (no Performer or Nystromformer rows in this sweep),
+  # the cuDNN Transformer left out, the published row under ours.
+  assert [line.split(' |')[0] for line in lines[1:7]] == [
+      '| Transformer steps/s', '| Transformer steps/s, published',
+      '| FNet steps/s', '| FNet steps/s, published', '| PoNet steps/s',
+      '| PoNet steps/s, published']
+  assert '| Transformer steps/s | 50.0 | 12.5 | OOM |' in lines
+  assert '| PoNet steps/s, published | 40.1 | 27.8 | 16.2 |' in lines
+  assert '| PoNet GB | 0.537 | 1.07 | 2.15 |' in lines  # Measured peak.
+  assert '| Transformer GB (peak), published | 2.5 | 6.7 | 23.8 |' in lines
+
+
 def _write_run(runs_dir, name, fraction, source='LRA release files /d',
                task='listops', **changes):
   config = tasks.get_config(task).to_dict()

@@ -19,6 +19,12 @@ PONET_TABLE2_GB = {
     'fnet': (1.1, 1.2, 1.4, 1.7, 2.3, 3.8),
     'ponet': (1.1, 1.3, 1.7, 2.4, 3.6, 6.5),
 }
+# PoNet paper Table 2's models, in its order: (our label, its name).
+TABLE2_ROWS = (('transformer (xla)', 'Transformer'),
+               ('performer', 'Performer'),
+               ('nystromformer', 'Nyströmformer'),
+               ('fnet', 'FNet'),
+               ('ponet', 'PoNet'))
 # LRA paper Table 2 (spec/bench.md): Transformer on TPU v3, batch 32.
 LRA_TABLE2 = {'length': (1024, 2048, 3072, 4096),
               'steps/s': (8.1, 4.9, 2.3, 1.4),

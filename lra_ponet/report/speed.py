@@ -182,6 +182,56 @@ def details_table(sweep) -> str:
   return markdown.markdown_table(header, rows)
 
 
+def table2_layout(sweep) -> list[str]:
+  """PoNet paper Table 2's rows and layout from this sweep, published beside.
+
+  Empty unless the sweep is of the Text task (Table 2's setting) and has at
+  least one of Table 2's models. The paper's Performer and Nystromformer
+  numbers are not transcribed (spec/ponet.md has only the other three).
+  """
+  present = [(label, name) for label, name in published.TABLE2_ROWS
+             if (sweep['label'] == label).any()]
+  if setting_of(sweep)[0] != 'text' or not present:
+    return []
+  cells = cell_lookup(sweep)
+  lengths = sorted(set(int(length) for length in sweep['length']))
+  measured = sweep['peak_bytes_in_use'].notna().any()
+  memory = 'peak_bytes_in_use' if measured else 'plan_total_bytes'
+
+  def ours(label, column, scale):
+    row = []
+    for length in lengths:
+      cell = cells.get((label, length))
+      value = None if cell is None else getattr(cell, column)
+      row.append('—' if cell is None else cell.status
+                 if cell.status != 'ok' or not markdown.known(value)
+                 else markdown.number(value / scale))
+    return row
+
+  def theirs(table, label):
+    values = dict(zip(published.LENGTHS_PUBLISHED,
+                      table.get(label.split(' ')[0], ())))
+    return [('OOM' if values[length] is None else f'{values[length]:g}')
+            if length in values else '—' for length in lengths]
+
+  rows = []
+  for metric, column, scale, table, published_metric in (
+      ('steps/s', 'steps_per_s', 1, published.PONET_TABLE2_STEPS, 'steps/s'),
+      ('GB' if measured else 'GB (compiled plan)', memory, 1e9,
+       published.PONET_TABLE2_GB, 'GB (peak)')):
+    for label, name in present:
+      rows.append([f'{name} {metric}'] + ours(label, column, scale))
+      if label.split(' ')[0] in table:
+        rows.append([f'{name} {published_metric}, published']
+                    + theirs(table, label))
+  header = ['length'] + [f'{length:,}' for length in lengths]
+  return ['PoNet paper Table 2 layout: our rows of this sweep, each followed '
+          'by the published one where the paper\'s number is transcribed '
+          '(one GPU, batch 32; comparable only on a GPU at batch 32). '
+          'GB = 10^9 bytes.', '',
+          markdown.markdown_table(header, rows), '']
+
+
 def sweep_section(sweep) -> str:
   task, preset, dtype, batch = setting_of(sweep)
   line = stamp(sweep)
@@ -203,6 +253,7 @@ def sweep_section(sweep) -> str:
             value_table(sweep, 'plan_total_bytes', scale, status_only=False),
             '', line, '', '<details><summary>Every cell</summary>', '',
             details_table(sweep), '', '</details>', '']
+  parts += table2_layout(sweep)
   return '\n'.join(parts)
 
 
