@@ -8,12 +8,21 @@
 #                        in float32
 #       table2-bfloat16  the same in bfloat16, with both the XLA and the
 #                        cuDNN flash-attention Transformer rows
+#       table1-float32   the same setting for the other mixers of the PoNet
+#                        paper's Table 1 (Linformer, Linear Transformer,
+#                        Longformer, BigBird, Reformer) and S4D, in the
+#                        table2-float32 sweep, so that one table holds all
+#       family-float32   the same for the pooling and sparse-attention family
+#                        (LSRA, DeepPyramidion, Poolingformer, BPT,
+#                        Cluster-Former, DMAN, LSTR), in the same sweep
 #       listops-ponet, listops-fnet, listops-transformer
 #                        full-length ListOps training (ponet preset, 5,000
-#                        steps, evaluation every 50), one model each
+#                        steps, evaluation every 50), one model each;
+#                        listops-MODEL works for any --model name
 #       report           tables and plots from what is there
-#   benchmarks/gpu_all.sh           # every part, in order (about 25 minutes
-#                                   # of an H100 by estimate)
+#   benchmarks/gpu_all.sh           # every part, in order (about 40 minutes
+#                                   # of an H100 by estimate: more than one
+#                                   # session's device time; rerun to resume)
 #   DRY_RUN=1 benchmarks/gpu_all.sh [PART]   # the same pipeline on the CPU in
 #       seconds: tiny lengths, batch 2, a 4-step ListOps run on a few
 #       generated examples; everything goes to a temporary folder.
@@ -34,7 +43,10 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TAG="${SWEEP_TAG:-$(date -u +%Y%m%d)}"
 PARTS=(table2-float32 table2-bfloat16 listops-ponet listops-fnet
-       listops-transformer report)
+       listops-transformer table1-float32 family-float32 report)
+TABLE2_MODELS=ponet,transformer,fnet,performer,nystromformer
+TABLE1_MODELS=linformer,linear_transformer,longformer,bigbird,reformer,s4d
+FAMILY_MODELS=lsra,pyramidion,poolingformer,bpt,cluster_former,dman,lstr
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$PYTHON" -c 'import ml_collections' 2>/dev/null; then
@@ -79,29 +91,29 @@ else
 fi
 echo "Results in $RESULTS"
 
-recorded() {  # recorded SWEEP_ID LENGTH: are its rows in the CSV already?
-  "$PYTHON" - "$RESULTS" "$1" "$2" <<'EOF'
+recorded() {  # recorded SWEEP_ID LENGTH MODEL: is its row in the CSV already?
+  "$PYTHON" - "$RESULTS" "$1" "$2" "$3" <<'EOF'
 import csv, pathlib, sys
-results, sweep, length = sys.argv[1:]
+results, sweep, length, model = sys.argv[1:]
 for path in pathlib.Path(results).glob('bench_*.csv'):
   with open(path, newline='', encoding='utf-8') as stream:
     if any(row['sweep_id'] == sweep and row['length'] == length
-           for row in csv.DictReader(stream)):
+           and row['model'] == model for row in csv.DictReader(stream)):
       sys.exit(0)
 sys.exit(1)
 EOF
 }
 
-sweep() {  # sweep DTYPE ATTENTION
+sweep() {  # sweep DTYPE ATTENTION MODELS: one command per length
   local id="table2-$1-$TAG"
   for length in "${LENGTHS[@]}"; do
-    if recorded "$id" "$length"; then
-      echo "sweep $id: length $length already recorded, skipped"
+    # The last model's row is written last: with it, the length is done.
+    if recorded "$id" "$length" "${3##*,}"; then
+      echo "sweep $id: length $length of $3 already recorded, skipped"
       continue
     fi
     "$PYTHON" -m lra_ponet.bench --task=text --preset=ponet \
-      --models=ponet,transformer,fnet,performer,nystromformer \
-      --dtype="$1" --attention="$2" \
+      --models="$3" --dtype="$1" --attention="$2" \
       --lengths="$length" --sweep_id="$id" --results_dir="$RESULTS" \
       "${BENCH[@]}"
   done
@@ -121,11 +133,11 @@ train() {  # train MODEL
 
 run_part() {
   case "$1" in
-    table2-float32) sweep float32 xla ;;
-    table2-bfloat16) sweep bfloat16 "xla$CUDNN" ;;
-    listops-ponet) train ponet ;;
-    listops-fnet) train fnet ;;
-    listops-transformer) train transformer ;;
+    table2-float32) sweep float32 xla "$TABLE2_MODELS" ;;
+    table2-bfloat16) sweep bfloat16 "xla$CUDNN" "$TABLE2_MODELS" ;;
+    table1-float32) sweep float32 xla "$TABLE1_MODELS" ;;
+    family-float32) sweep float32 xla "$FAMILY_MODELS" ;;
+    listops-*) train "${1#listops-}" ;;
     report)
       "$PYTHON" -m lra_ponet.report --results_dir="$RESULTS" \
         --runs_dir="$RESULTS/runs"
