@@ -25,6 +25,7 @@ import warnings
 
 import jax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from lra_ponet.errors import UserError
@@ -74,17 +75,10 @@ def write_text_atomically(path, text: str):
                     'resume from the last checkpoint') from error
 
 
-def _flatten(tree, prefix=''):
-  for name, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, f'{prefix}{name}.')
-    else:
-      yield f'{prefix}{name}', value
-
-
 def config_differences(saved: dict, current: dict) -> list[str]:
   """`field: saved -> current` for each field that matters and differs."""
-  saved, current = dict(_flatten(saved)), dict(_flatten(current))
+  saved, current = (traverse_util.flatten_dict(saved, sep='.'),
+                   traverse_util.flatten_dict(current, sep='.'))
   absent = '(absent)'
   return [f'{field}: {saved.get(field, absent)} -> '
           f'{current.get(field, absent)}'

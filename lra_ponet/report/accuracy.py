@@ -9,6 +9,8 @@ the config and data are the published ones (otherwise why not).
 
 import json
 
+from flax import traverse_util
+
 import tasks
 from lra_ponet.report import load
 from lra_ponet.report import markdown
@@ -25,14 +27,6 @@ DATA_NOT_PUBLISHED = {
     'pathfinder': 'neither split order here is the published runs\' split '
                   'of the release images',
 }
-
-
-def flatten(tree, prefix=''):
-  for name, value in tree.items():
-    if isinstance(value, dict):
-      yield from flatten(value, f'{prefix}{name}.')
-    else:
-      yield f'{prefix}{name}', value
 
 
 def mean_spread(values) -> str:
@@ -54,7 +48,8 @@ def published_setting(task, model, preset) -> dict:
 
 
 def differences(config: dict, published: dict) -> list[str]:
-  ours, theirs = dict(flatten(config)), dict(flatten(published))
+  ours, theirs = (traverse_util.flatten_dict(config, sep='.'),
+                 traverse_util.flatten_dict(published, sep='.'))
   return [f'{name} {ours.get(name, "absent")} (published '
           f'{theirs.get(name, "absent")})'
           for name in sorted(ours.keys() | theirs.keys())

@@ -203,16 +203,18 @@ def table2_layout(sweep) -> list[str]:
     for length in lengths:
       cell = cells.get((label, length))
       value = None if cell is None else getattr(cell, column)
-      row.append('—' if cell is None else cell.status
-                 if cell.status != 'ok' or not markdown.known(value)
-                 else markdown.number(value / scale))
+      if cell is None:
+        row.append('—')
+      elif cell.status != 'ok' or not markdown.known(value):
+        row.append(cell.status)
+      else:
+        row.append(markdown.number(value / scale))
     return row
 
-  def theirs(table, label):
-    values = dict(zip(published.LENGTHS_PUBLISHED,
-                      table.get(label.split(' ')[0], ())))
-    return [('OOM' if values[length] is None else f'{values[length]:g}')
-            if length in values else '—' for length in lengths]
+  def theirs(values):
+    by_length = dict(zip(published.LENGTHS_PUBLISHED, values))
+    return [('OOM' if by_length[length] is None else f'{by_length[length]:g}')
+            if length in by_length else '—' for length in lengths]
 
   rows = []
   for metric, column, scale, table, published_metric in (
@@ -221,9 +223,10 @@ def table2_layout(sweep) -> list[str]:
        published.PONET_TABLE2_GB, 'GB (peak)')):
     for label, name in present:
       rows.append([f'{name} {metric}'] + ours(label, column, scale))
-      if label.split(' ')[0] in table:
+      values = table.get(label.split(' ')[0])  # 'transformer (xla)' -> ...
+      if values:
         rows.append([f'{name} {published_metric}, published']
-                    + theirs(table, label))
+                    + theirs(values))
   header = ['length'] + [f'{length:,}' for length in lengths]
   return ['PoNet paper Table 2 layout: our rows of this sweep, each followed '
           'by the published one where the paper\'s number is transcribed '
