@@ -17,7 +17,9 @@
 #                        Cluster-Former, DMAN, LSTR), in the same sweep
 #       listops-ponet, listops-fnet, listops-transformer
 #                        full-length ListOps training (ponet preset, 5,000
-#                        steps, evaluation every 50), one model each;
+#                        steps, evaluation every 50), one model each, its
+#                        best parameters then tested on 20,000 generated
+#                        test examples as well (python -m lra_ponet.evaluate);
 #                        listops-MODEL works for any --model name
 #       report           tables and plots from what is there
 #   benchmarks/gpu_all.sh           # every part, in order (about 40 minutes
@@ -75,6 +77,7 @@ if [[ -n "${DRY_RUN:-}" ]]; then
          --config.eval_every=2 --config.model.num_layers=1
          --config.model.dim=16 --config.model.mlp_dim=32
          --config.model.segment_num=8 --config.data_dir="$RESULTS/lra_release")
+  RETEST=()
   if [[ ! -d "$RESULTS/lra_release" ]]; then
     "$PYTHON" -c "import sys; from tasks import listops_generator as g
 g.generate_listops(sys.argv[1], seed=0, num_train=32, num_val=8,
@@ -88,6 +91,8 @@ else
   BENCH=(--batch_size=32 --steps=10 --warmup=3 --cell_timeout=240)
   CUDNN=",cudnn"
   TRAIN=()
+  # The best parameters tested again on 20,000 generated test examples.
+  RETEST=(--config.generator.num_test=20000)
 fi
 echo "Results in $RESULTS"
 
@@ -127,8 +132,10 @@ train() {  # train MODEL
   fi
   "$PYTHON" -m lra_ponet.run --task=listops --preset=ponet --model="$1" \
     --workdir="$RUNS/$1" "${TRAIN[@]}"
+  "$PYTHON" -m lra_ponet.evaluate --workdir="$RUNS/$1" "${RETEST[@]}"
   mkdir -p "$done_dir"
-  cp "$RUNS/$1"/{results.json,metrics.jsonl,config.json} "$done_dir/"
+  cp "$RUNS/$1"/{results.json,metrics.jsonl,config.json,evaluations.jsonl} \
+    "$done_dir/"
 }
 
 run_part() {

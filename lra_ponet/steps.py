@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from tqdm import tqdm
 
 from lra_ponet import input_pipeline
 from lra_ponet import models
@@ -97,10 +98,18 @@ def make_eval_step(eval_graphdef, mask_zero_tokens: bool):
   return eval_step
 
 
-def evaluate(eval_step, state, split, batch_size: int, put) -> dict:
-  """Mean loss and accuracy over a split; `put` places each batch."""
+def evaluate(eval_step, state, split, batch_size: int, put,
+             progress: str | None = None) -> dict:
+  """Mean loss and accuracy over a split; `put` places each batch.
+
+  With `progress` (a description), a progress bar counts the batches.
+  """
   totals = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
-  for batch in input_pipeline.eval_batches(split, batch_size):
+  batches = input_pipeline.eval_batches(split, batch_size)
+  if progress:
+    batches = tqdm(batches, desc=progress, unit='batch',
+                        total=-(-len(split) // batch_size))
+  for batch in batches:
     for name, value in jax.device_get(eval_step(state, put(batch))).items():
       totals[name] += float(value)
   return {'loss': totals['loss'] / totals['count'],

@@ -1,0 +1,214 @@
+r"""Tests a run's best-validation parameters again, on its data or other data.
+
+  python -m lra_ponet.evaluate --workdir=runs/cpu_listops/fnet_seed0 \
+      --config.generator.num_test=20000
+  python -m lra_ponet.evaluate --workdir=RUN --config.data_dir=.../lra_release
+
+The run's config is rebuilt from config.json in --workdir. Only the fields
+that choose the data may be overridden (`DATA_FIELDS`), so the parameters fit
+the model and the preprocessing stays the run's. The best-validation
+parameters of the latest checkpoint are evaluated on --split; the result is
+printed and appended to <workdir>/evaluations.jsonl with the data source,
+the overrides and the device.
+
+Generated ListOps keeps its first examples when a split grows: with the same
+seed, `generator.num_test=20000` gives the same training and validation
+splits and a test split that starts with the original 2,000, none of them
+seen in training. Evaluating a finished run without overrides reproduces the
+test accuracy in its results.json.
+"""
+
+import datetime
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+from absl import app
+from absl import flags
+from absl import logging
+from flax import traverse_util
+from ml_collections import config_flags
+
+import tasks
+from configs import base
+from lra_ponet import checkpoint
+from lra_ponet import parallel
+from lra_ponet import steps
+from lra_ponet import validation
+from lra_ponet.errors import UserError
+from lra_ponet.train import device_description
+
+# Overridable fields (and field prefixes): what data is read, not how.
+DATA_FIELDS = ('data_dir', 'data_seed', 'eval_batch_size', 'generator.',
+               'generated_examples', 'split_order')
+# Fields of the suite's generators, meaningless with data_dir.
+GENERATED_ONLY = ('data_seed', 'generated_examples')
+SPLITS = ('test', 'validation')
+EVALUATIONS = 'evaluations.jsonl'
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Workdir of a run of lra_ponet.run.')
+flags.DEFINE_enum('split', 'test', SPLITS, 'The split to evaluate.')
+
+
+def _flat(config_dict: dict) -> dict:
+  """Dotted field -> value, tuples as lists (as config.json stores them)."""
+  return traverse_util.flatten_dict(json.loads(json.dumps(config_dict)),
+                                    sep='.')
+
+
+def rebuild_config(workdir: pathlib.Path):
+  """The ConfigDict of the run in workdir (its config.json), rebuilt."""
+  path = workdir / 'config.json'
+  if not path.exists():
+    raise UserError(f'{workdir} has no config.json; point --workdir at the '
+                    'folder of a run of python -m lra_ponet.run')
+  try:
+    saved = json.loads(path.read_text(encoding='utf-8'))
+    config = tasks.get_config(saved['task'], saved['preset'],
+                              saved['model']['name'])
+  except (json.JSONDecodeError, KeyError) as error:
+    raise UserError(f'{path} is not the config of a run ({error!r})'
+                    ) from None
+  if config.schedule != saved.get('schedule'):
+    base.set_schedule(config, saved.get('schedule'))
+  current = _flat(config.to_dict())
+  for field, value in _flat(saved).items():
+    if field in current and current[field] != value:
+      if isinstance(_lookup(config, field), tuple):
+        value = tuple(value)
+      config.update_from_flattened_dict({field: value})
+  differences = checkpoint.config_differences(saved, config.to_dict())
+  if differences:
+    raise UserError(f'{path} cannot be rebuilt by this version of the suite '
+                    f'({"; ".join(differences)})')
+  return config
+
+
+def _lookup(config, field: str):
+  for name in field.split('.'):
+    config = config[name]
+  return config
+
+
+def check_overrides(argv, config):
+  """Unknown fields, and fields that change the model, get one line."""
+  fields = set(_flat(config.to_dict()))
+  for arg in argv[1:]:
+    if not arg.startswith('--config.'):
+      continue
+    field = arg[len('--config.'):].split('=', 1)[0]
+    if field not in fields:
+      raise UserError(f'unknown config field {field!r}')
+    if not any(field == name or (name.endswith('.') and
+                                 field.startswith(name))
+               for name in DATA_FIELDS):
+      raise UserError(f'--config.{field} would change the trained model; '
+                      'an evaluation may override only '
+                      f'{", ".join(DATA_FIELDS)} (a trailing dot: any field '
+                      'under it)')
+
+
+def evaluate_run(workdir, config, split: str = 'test',
+                 overrides: dict | None = None) -> dict:
+  """Evaluates the latest checkpoint's best parameters; returns the record."""
+  workdir = pathlib.Path(workdir)
+  generated = [field for field in overrides or {}
+               if field.startswith('generator.') or field in GENERATED_ONLY]
+  if generated and config.data_dir:
+    raise UserError(f'--config.{generated[0]} applies to generated data, but '
+                    f'the data is read from data_dir={config.data_dir}; set '
+                    "--config.data_dir='' to evaluate on generated data")
+  validation.validate_config(config)
+  task = tasks.get_task(config.task)
+  mask_zero_tokens = steps.masks_zero_tokens(config, task.INFO)
+  mesh = parallel.data_mesh()
+  parallel.check_divisible(config, mesh)
+  data = task.load(config)
+  _, eval_graphdef, state = steps.create_train_state(config, task.INFO)
+  state = parallel.replicate(state, mesh)
+  checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint_keep)
+  step = checkpoints.latest_step()
+  if step is None:
+    raise UserError(f'{workdir} has no checkpoint to evaluate')
+  try:
+    state, best_model, progress = checkpoints.restore(
+        step, state, jax.tree.map(jnp.copy, state[0]))
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    raise UserError(f'the checkpoint of step {step} in {workdir} cannot be '
+                    f'restored ({str(error).splitlines()[0]})') from None
+  finally:
+    checkpoints.close()
+  state[0] = best_model
+  batch_sharded = parallel.batch_sharded(mesh)
+  eval_step = jax.jit(steps.make_eval_step(eval_graphdef, mask_zero_tokens),
+                      in_shardings=(parallel.replicated(mesh), batch_sharded),
+                      out_shardings=parallel.replicated(mesh))
+  examples = getattr(data, split)
+  result = steps.evaluate(
+      eval_step, state, examples, config.eval_batch_size,
+      lambda batch: parallel.put_batch(batch, batch_sharded),
+      progress=(f'{config.task}/{config.model.name} {split}'
+                if jax.process_index() == 0 else None))
+  record = {
+      'split': split,
+      'accuracy': result['accuracy'],
+      'loss': result['loss'],
+      'examples': len(examples),
+      'checkpoint_step': step,
+      'best_step': progress['best']['step'],
+      'data_source': data.source,
+      'data_notes': data.notes,
+      'overrides': overrides or {},
+      'device': device_description(),
+      'jax_version': jax.__version__,
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
+  }
+  if jax.process_index() == 0:
+    with open(workdir / EVALUATIONS, 'a', encoding='utf-8') as file:
+      file.write(json.dumps(record) + '\n')
+  return record
+
+
+def parse_flags(argv):
+  """Reads --workdir first: the run's config decides the valid overrides."""
+  try:
+    FLAGS(argv, known_only=True)
+    if not FLAGS.workdir:
+      raise UserError('--workdir is required: the folder of a run of '
+                      'python -m lra_ponet.run')
+    config = rebuild_config(pathlib.Path(FLAGS.workdir))
+    check_overrides(argv, config)
+    config_flags.DEFINE_config_dict('config', config)
+    return FLAGS(argv)
+  except (UserError, flags.Error) as error:
+    sys.exit(f'error: {error}')
+
+
+def main(argv):
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  del argv  # The overrides are read from the parsed config.
+  fields = [arg[len('--config.'):].split('=', 1)[0] for arg in sys.argv[1:]
+            if arg.startswith('--config.')]
+  overrides = {field: _lookup(FLAGS.config, field) for field in fields}
+  try:
+    record = evaluate_run(FLAGS.workdir, FLAGS.config, FLAGS.split, overrides)
+  except UserError as error:
+    sys.exit(f'error: {error}')
+  except KeyboardInterrupt:
+    print('evaluation aborted; nothing was recorded', file=sys.stderr)
+    sys.exit(130)
+  print(f'{FLAGS.config.task} / {FLAGS.config.model.name}, {FLAGS.split}: '
+        f'accuracy {record["accuracy"]:.4f}, loss {record["loss"]:.4f} on '
+        f'{record["examples"]:,} examples, parameters of step '
+        f'{record["best_step"]} (checkpoint {record["checkpoint_step"]}).\n'
+        f'Data: {record["data_source"]}. Appended to '
+        f'{FLAGS.workdir}/{EVALUATIONS}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)
