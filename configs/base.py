@@ -4,7 +4,17 @@
 official lxchtan/PoNet LRA code): 2 layers, dim 64, 2 heads, FFN 128, mean
 pooling, AdamW 1e-4 with a one-cycle schedule, PyTorch's LayerNorm epsilon
 (1e-5) and Linear initialisation (weights and biases uniform in
-+-1/sqrt(fan_in)), embeddings N(0, 0.02).
++-1/sqrt(fan_in)), embeddings N(0, 0.02). Differences from that code that
+remain on every task:
+- It trains everything outside the mixer under float16 AMP with loss
+  scaling; here the default is float32 throughout.
+- Its validation pass reads the next `num_eval_steps` batches of an endless
+  iterator that reshuffles the validation set at each pass over it (the
+  LRADataset it imports, mlpen/Nystromformer `LRA/code/dataset.py`; ListOps
+  62 x 32 = 1,984 of 2,000 examples), and its test pass drops the last
+  partial batch of a shuffled test set (ListOps 1,984 of 2,000); here every
+  validation and test example counts, every time.
+- Its seed was not fixed; random draws differ anyway (another RNG).
 
 `lra` is the Transformer config of each task in the official LRA code
 (google-research/long-range-arena @cd31e5c, `lra_benchmarks/*/configs/
