@@ -346,10 +346,10 @@ def test_accuracy_table_groups_by_config_and_publishes_only_like_runs(
                       official_pixel_quirks=True)
   text = accuracy.accuracy_report(runs)
   assert len({paper, high_lr, short, generated, quirks}) == 5
-  assert ('| 5,000 | 2 (seeds 0, 1) | 38.00 ± 1.41 | 38.00 ± 1.41 | 37.80 | '
-          'LRA release files /d | off |') in _row(text, paper)
+  assert ('| 5,000 | 2 (seeds 0, 1) | 38.00 ± 1.41 | — | 38.00 ± 1.41 | '
+          '37.80 | LRA release files /d | off |') in _row(text, paper)
   # Another learning rate is another row, never averaged in or published.
-  assert ('| 1 (seeds 0) | 15.00 | 15.00 | — (not the published setting: '
+  assert ('| 1 (seeds 0) | 15.00 | — | 15.00 | — (not the published setting: '
           'learning_rate 0.01 (published 0.0001)) |') in _row(text, high_lr)
   assert ('— (not the published setting: train_steps 300 (published '
           '5000)) |') in _row(text, short)
@@ -362,6 +362,32 @@ def test_accuracy_table_groups_by_config_and_publishes_only_like_runs(
           _row(accuracy.accuracy_report(runs), no_quirks))
   assert 'Published (PoNet paper Table 1' in text
   assert 'No runs found' in accuracy.accuracy_report(tmp_path / 'none')
+
+
+def _write_evaluations(run_dir, *records):
+  (run_dir / 'evaluations.jsonl').write_text(''.join(
+      json.dumps(dict(split='test', overrides={}, examples=2000) | record)
+      + '\n' for record in records))
+
+
+def test_accuracy_table_shows_the_largest_retest_of_every_run(tmp_path):
+  runs = tmp_path / 'runs'
+  digest = _write_run(runs, 'seed0', 0.37, seed=0)
+  _write_run(runs, 'seed1', 0.39, seed=1)
+  grown = {'overrides': {'generator.num_test': 20000}, 'examples': 20000}
+  _write_evaluations(runs / 'seed0', {'accuracy': 0.37},
+                     {'accuracy': 0.35, **grown},
+                     {'accuracy': 0.99, 'split': 'validation', **grown})
+  # One run of the row without a re-test: no cell.
+  assert '| 38.00 ± 1.41 | — |' in _row(accuracy.accuracy_report(runs),
+                                       digest)
+  _write_evaluations(runs / 'seed1', {'accuracy': 0.36, **grown})
+  assert '| 38.00 ± 1.41 | 35.50 ± 0.71 (20,000) |' in _row(
+      accuracy.accuracy_report(runs), digest)
+  (runs / 'seed1' / 'evaluations.jsonl').write_text('{"split": "test"}\n')
+  with pytest.raises(UserError, match=r'seed1/evaluations.jsonl:1 is not a '
+                     'record of lra_ponet.evaluate'):
+    accuracy.accuracy_report(runs)
 
 
 def test_plot_from_fixture(tmp_path):

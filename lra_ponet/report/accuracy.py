@@ -79,6 +79,14 @@ def published_accuracy(task, model, config, data_source) -> str:
   return 'FAIL' if value is None else f'{value:.2f}'
 
 
+def larger_test_cell(group) -> str:
+  """The re-test on more examples, where every run of the group has one."""
+  sizes = group['retest_examples']
+  if sizes.isna().any() or sizes.nunique() != 1:
+    return '—'
+  return f'{mean_spread(group["retest"])} ({int(sizes.iloc[0]):,})'
+
+
 def accuracy_rows(runs):
   keys = ['task', 'model', 'preset', 'config_hash', 'data_source',
           'data_notes', 'device']
@@ -89,7 +97,8 @@ def accuracy_rows(runs):
     seeds = ', '.join(str(seed) for seed in sorted(group['seed']))
     rows.append([task, model, preset, digest, f'{first["train_steps"]:,}',
                  f'{len(group)} (seeds {seeds})',
-                 mean_spread(group['test']), mean_spread(group['val']),
+                 mean_spread(group['test']), larger_test_cell(group),
+                 mean_spread(group['val']),
                  published_accuracy(task, model, first['config'], source),
                  source + (f'; {notes}' if notes else ''),
                  'on' if first['pixel_quirks'] else 'off',
@@ -116,10 +125,16 @@ def accuracy_report(runs_dir) -> str:
               'preset, with official_pixel_quirks on pixel tasks; seed, data '
               'paths, logging and checkpointing aside) and the data is the '
               'published runs\' (not generated; not Pathfinder, whose split '
-              'differs); otherwise the cell says why not.', '',
+              'differs); otherwise the cell says why not. "Larger test '
+              'split": the same parameters tested again by `python -m '
+              'lra_ponet.evaluate` on a test split with other data (e.g. '
+              '`--config.generator.num_test=20000`), the largest recorded in '
+              'each run\'s evaluations.jsonl, where every run of the row has '
+              'one of the same size.', '',
               markdown.markdown_table(
                   ['task', 'model', 'preset', 'config', 'train steps',
-                   'runs', 'test acc %', 'best val acc %',
+                   'runs', 'test acc %', 'test acc %, larger test split '
+                   '(examples)', 'best val acc %',
                    'published (Table 1)', 'data source',
                    'official_pixel_quirks', 'mean_over', 'device'],
                   accuracy_rows(runs)),

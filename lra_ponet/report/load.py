@@ -65,8 +65,32 @@ def load_runs(runs_dir):
           'mean_over': result.get('mean_over', ''),
           'train_steps': result['train_steps'],
           'device': result.get('device', ''),
-          'data_notes': result.get('data_notes', '')})
+          'data_notes': result.get('data_notes', ''),
+          **larger_test(path.parent / 'evaluations.jsonl')})
     except (json.JSONDecodeError, KeyError, TypeError) as error:
       raise UserError(f'{path} is not a results.json of lra_ponet.run: '
                       f'{type(error).__name__} {error}') from None
   return pd.DataFrame(records)
+
+
+def larger_test(path) -> dict:
+  """The run's largest re-test with overridden data (lra_ponet.evaluate).
+
+  `retest` (accuracy in percent) and `retest_examples`, both None without
+  one.
+  """
+  best = None
+  if path.exists():
+    for line_number, line in enumerate(path.read_text().splitlines(), 1):
+      try:
+        record = json.loads(line)
+        if (record['split'] == 'test' and record['overrides'] and
+            (best is None or record['examples'] >= best['examples'])):
+          best = record
+      except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserError(f'{path}:{line_number} is not a record of lra_ponet.'
+                        f'evaluate: {type(error).__name__} {error}') from None
+  if best is None:
+    return {'retest': None, 'retest_examples': None}
+  return {'retest': 100 * best['accuracy'],
+          'retest_examples': best['examples']}
