@@ -132,7 +132,10 @@ train() {  # train MODEL
   fi
   "$PYTHON" -m lra_ponet.run --task=listops --preset=ponet --model="$1" \
     --workdir="$RUNS/$1" "${TRAIN[@]}"
-  "$PYTHON" -m lra_ponet.evaluate --workdir="$RUNS/$1" "${RETEST[@]}"
+  # Once per run: a rerun after an interrupted copy adds no second record.
+  if [[ ! -f "$RUNS/$1/evaluations.jsonl" ]]; then
+    "$PYTHON" -m lra_ponet.evaluate --workdir="$RUNS/$1" "${RETEST[@]}"
+  fi
   mkdir -p "$done_dir"
   cp "$RUNS/$1"/{results.json,metrics.jsonl,config.json,evaluations.jsonl} \
     "$done_dir/"

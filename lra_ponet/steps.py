@@ -108,7 +108,7 @@ def evaluate(eval_step, state, split, batch_size: int, put,
   batches = input_pipeline.eval_batches(split, batch_size)
   if progress:
     batches = tqdm(batches, desc=progress, unit='batch',
-                        total=-(-len(split) // batch_size))
+                   total=-(-len(split) // batch_size))
   for batch in batches:
     for name, value in jax.device_get(eval_step(state, put(batch))).items():
       totals[name] += float(value)
