@@ -23,7 +23,9 @@ and memory linear in the length (keys and values are gathered per block):
   length, so it is built once per length in numpy, never inside jit.
 * Logits are divided by sqrt(head dim); padding keys get an additive -1e4
   (L175, L202-203, L238-243); outputs of padding queries are zeroed (L312).
-* Projections without bias, Xavier-uniform kernels (`bigbird.py` L76-78);
+* Projections without bias, Xavier-uniform kernels (`bigbird.py` L76-78;
+  kept with `model.linear_init=flax`: the default `pytorch` (ponet preset)
+  and `lra` redraw every `nnx.Linear`, models.LINEAR_INITS);
   the sparse path applies no attention dropout (the official
   `sparse_dot_product_attention` takes no dropout rate).
 

@@ -31,7 +31,9 @@ with M = 1 + 2k log2(L): O(k L log L), never L x L. `masks_padding` holds.
 
 Initialisation as the official `reset_parameters`: xavier-uniform for the
 projections and for the edge-type vectors (whose official table has 1000
-rows; the bound sqrt(6 / (1000 + d)) is kept for the rows used).
+rows; the bound sqrt(6 / (1000 + d)) is kept for the rows used). The
+projections keep it with `model.linear_init=flax`; the default `pytorch`
+(ponet preset) and `lra` redraw every `nnx.Linear` (models.LINEAR_INITS).
 
 Hyperparameters (`config.model.bpt`):
   k: 4, the official `step` of the IMDB config (`configs/imdb-4.yml`).

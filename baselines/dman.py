@@ -19,6 +19,9 @@ output projection is in the official code (every `MultiheadAttention2`).
 Initialisation as the official `reset_parameters`: q/k/v one xavier-uniform
 matrix of shape (D, 3D) with zero bias; output kaiming-uniform (gain sqrt 2)
 with zero bias; `w_ctx` xavier-uniform, no bias; `pos` and `head` N(0, 1).
+The three Linears keep it with `model.linear_init=flax`; the default
+`pytorch` (ponet preset) and `lra` redraw every `nnx.Linear`
+(models.LINEAR_INITS).
 
 Hyperparameters (`config.model.dman`):
   max_distance: the largest |j - i| with a learned scalar, the official

@@ -12,7 +12,9 @@ memory linear in the length instead of that code's dense L x L mask:
   every query also attends to them, and their own rows attend to every key
   through separate global query/key/value projections (L223-229, L273).
 * Padding keys are masked at -1e10 (L96-128).
-* Projections without bias, Xavier-uniform kernels, attention dropout
+* Projections without bias, Xavier-uniform kernels (kept with
+  `model.linear_init=flax`: the default `pytorch` (ponet preset) and `lra`
+  redraw every `nnx.Linear`, models.LINEAR_INITS), attention dropout
   `model.attention_dropout` (not broadcast over the batch), as
   `longformer.py` L63-78 builds it.
 

@@ -30,7 +30,9 @@ excludes padding keys (a finite fill instead of fairseq's -inf).
 Initialisation as the official code: attention q/k/v xavier-uniform with gain
 1/sqrt(2) and PyTorch's default bias, output xavier-uniform with zero bias;
 the convolution branch's Linears xavier-uniform with zero bias; the
-lightweight taps xavier-uniform.
+lightweight taps xavier-uniform. The Linears keep it with
+`model.linear_init=flax`; the default `pytorch` (ponet preset) and `lra`
+redraw every `nnx.Linear` (models.LINEAR_INITS), the taps keep theirs.
 
 Hyperparameters (`config.model.lsra`):
   conv_type: 'dynamic' (the WMT and CNN-DM configs); 'lightweight' is the

@@ -36,7 +36,9 @@ Reconstructed (the adaptation of the spec, spec/mixers.md A7): the read-out
 window, no decoder self-attention among the tokens: the encoder block around
 the mixer supplies the residual, the norm and the MLP) with
 `model.attention_dropout`. Learned queries start N(0, 1) as `nn.Embedding`
-does; projections use the suite's default initialisers, not PyTorch's.
+does; the projections and FFNs are `nnx.Linear` layers initialised as
+`model.linear_init` says (not nn.MultiheadAttention's xavier-uniform
+in-projection with zero biases).
 Padding is masked as a key of stage 1 and never reaches the latents, so
 `masks_padding` holds.
 """

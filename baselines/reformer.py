@@ -7,7 +7,8 @@ L6-22, `reformer-2`) wraps `LSHSelfAttention` of huggingface transformers
 000824f: `_hash_vectors`, `_set_num_buckets`, `_attend`, `_len_and_dim_norm`):
 
 * Shared query-key: qk = x W_qk and v = x W_v, no biases; one output
-  projection with bias (the wrapper's `ff`). PyTorch's default init.
+  projection with bias (the wrapper's `ff`). PyTorch's default init (kept
+  by `model.linear_init` `pytorch` and `flax`; `lra` redraws it).
 * Hashing, per round and head, without gradient: random rotations
   R ~ N(0, 1) of shape (heads, head dim, rounds, buckets/2), drawn afresh on
   every call from the `mixer` RNG stream (HF `hash_seed=None`);

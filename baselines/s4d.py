@@ -23,7 +23,8 @@ the input is multiplied by the mask first, so padding content never reaches a
 real position (the backward state at a real position sums real inputs only);
 the S4 repository convolves over the padding. It has no dropout of its own
 (the encoder drops out the mixer's output), and its output layer has the
-suite's `nnx.Linear` initialisation, not PyTorch's Conv1d one.
+suite's `nnx.Linear` initialisation (`model.linear_init`; under `pytorch`
+the distribution of PyTorch's kernel-1 Conv1d).
 
 Hyperparameters (`config.model.s4d`):
   state_dim: 64, N (N/2 complex modes); the suggested suite setting of the
