@@ -186,6 +186,84 @@ class _ObstaclePlan:
                np.array(radius), np.flatnonzero(index >= 0), marker_slots)
 
 
+def _on_canvas(points, margin, size):
+  return ((points.real >= margin) & (points.real <= size - 1 - margin) &
+          (points.imag >= margin) & (points.imag <= size - 1 - margin))
+
+
+def _first_dash_tries(first_seeds_R, settings, rng, shape):
+  """Start points, headings and weights of the tries for a path's first dash.
+
+  Uniform over the canvas, except the second target path's
+  (`first_seeds_R` given): seed_distance away from the first target's seed.
+  """
+  stroke, size = settings.stroke_radius, settings.resolution
+  headings_RxK = rng.uniform(0, 2 * np.pi, shape)
+  if first_seeds_R is not None:
+    starts_RxK = first_seeds_R[:, None] + settings.seed_distance * np.exp(
+        1j * rng.uniform(0, 2 * np.pi, shape))
+  else:
+    starts_RxK = (rng.uniform(stroke, size - 1 - stroke, shape) +
+                  1j * rng.uniform(stroke, size - 1 - stroke, shape))
+  return starts_RxK, headings_RxK, np.ones(shape)
+
+
+def _next_dash_tries(tips_R, headings_R, settings, rng, shape):
+  """Start points, headings and weights of the tries for a following dash.
+
+  As in Linsley et al.'s generator, a turn has weight cos(continuity *
+  turn)**2, zero beyond pi / (2 * continuity): the larger the continuity, the
+  smoother the path. The tries cover that range evenly (one per stratum) so a
+  path can bend away from the border and from other paths instead of getting
+  stuck.
+  """
+  max_turn = np.pi / (2 * settings.continuity)
+  turns_RxK = max_turn * (
+      2 * (np.arange(TRIES_PER_DASH) + rng.random(shape)) / TRIES_PER_DASH - 1)
+  weights_RxK = np.cos(settings.continuity * turns_RxK)**2
+  # All tries start at the tip of the path.
+  return tips_R[:, None], headings_R[:, None] + turns_RxK, weights_RxK
+
+
+def _clear_of_earlier_items(starts_RxK, ends_RxK, earlier_starts_RxP,
+                            earlier_ends_RxP, path, dash, plan, settings,
+                            start_radius, end_radius):
+  """Whether each try keeps its distances to the items drawn before it.
+
+  PATH_GAP between lit pixels of different paths; SELF_CLEARANCE from the
+  path's own dashes older than the previous one.
+  """
+  slot = earlier_starts_RxP.shape[1]
+  stroke = settings.stroke_radius
+  other_path_P = plan.owner_path_O[:slot] != path
+  radius_P = plan.lit_radius_O[:slot]
+  dash_index_P = plan.dash_index_O[:slot]
+  own_old_dash_P = ~other_path_P & (0 <= dash_index_P) & (
+      dash_index_P <= dash - 2)
+  required_P = np.where(
+      other_path_P, stroke + radius_P + PATH_GAP,
+      np.where(own_old_dash_P, SELF_CLEARANCE * settings.dash_length, -1.))
+  start_required_P = np.where(
+      other_path_P, start_radius + radius_P + PATH_GAP, -1.)
+  end_required_P = np.where(
+      other_path_P, end_radius + radius_P + PATH_GAP, -1.)
+  return ~_violates_clearance(
+      starts_RxK, ends_RxK, earlier_starts_RxP, earlier_ends_RxP, required_P,
+      start_required_P, end_required_P, settings.dash_length)
+
+
+def _pick_weighted(weights_RxK, rng):
+  """Draws one try per row in proportion to its weight (0 = unacceptable).
+
+  Returns which rows have an acceptable try, and the pick of each of them.
+  """
+  cumulative_RxK = np.cumsum(weights_RxK, axis=1)
+  grown_R = cumulative_RxK[:, -1] > 0
+  cumulative_RxK = cumulative_RxK[grown_R]
+  thresholds_R = rng.random(len(cumulative_RxK)) * cumulative_RxK[:, -1]
+  return grown_R, (cumulative_RxK <= thresholds_R[:, None]).sum(1)
+
+
 def _grow_path(starts_BxO, ends_BxO, rows_R, path, plan, settings, rng):
   """Tries once to grow `path` in the images rows_R, dash by dash.
 
@@ -197,13 +275,7 @@ def _grow_path(starts_BxO, ends_BxO, rows_R, path, plan, settings, rng):
     The rows that grew the path (written into starts_BxO, ends_BxO) and the
     rows that got stuck.
   """
-  size = settings.resolution
   stroke, marker = settings.stroke_radius, settings.marker_lit_radius
-
-  def on_canvas(points, margin):
-    return ((points.real >= margin) & (points.real <= size - 1 - margin) &
-            (points.imag >= margin) & (points.imag <= size - 1 - margin))
-
   first = plan.first_slot[path]
   path_length = plan.path_lengths[path]
   is_target = path < 2
@@ -215,55 +287,24 @@ def _grow_path(starts_BxO, ends_BxO, rows_R, path, plan, settings, rng):
     start_radius = marker if is_target and dash == 0 else stroke
     end_radius = marker if is_target and dash == path_length - 1 else stroke
     if dash == 0:
-      headings_RxK = rng.uniform(0, 2 * np.pi, shape)
-      if path == 1:  # Seed_distance away from the first target's seed.
-        seeds_R = starts_BxO[rows_R, plan.first_slot[0]]
-        starts_RxK = seeds_R[:, None] + settings.seed_distance * np.exp(
-            1j * rng.uniform(0, 2 * np.pi, shape))
-      else:
-        starts_RxK = (rng.uniform(stroke, size - 1 - stroke, shape) +
-                      1j * rng.uniform(stroke, size - 1 - stroke, shape))
-      weights_RxK = np.ones(shape)
+      first_seeds_R = (starts_BxO[rows_R, plan.first_slot[0]] if path == 1
+                       else None)
+      starts_RxK, headings_RxK, weights_RxK = _first_dash_tries(
+          first_seeds_R, settings, rng, shape)
     else:
-      # As in Linsley et al.'s generator, a turn has weight
-      # cos(continuity * turn)**2, zero beyond pi / (2 * continuity): the larger
-      # the continuity, the smoother the path. The tries cover that range
-      # evenly (one per stratum) so a path can bend away from the border and
-      # from other paths instead of getting stuck.
-      max_turn = np.pi / (2 * settings.continuity)
-      turns_RxK = max_turn * (
-          2 * (np.arange(TRIES_PER_DASH) + rng.random(shape)) /
-          TRIES_PER_DASH - 1)
-      weights_RxK = np.cos(settings.continuity * turns_RxK)**2
-      headings_RxK = headings_R[:, None] + turns_RxK
-      starts_RxK = tips_R[:, None]  # Shared by all tries.
+      starts_RxK, headings_RxK, weights_RxK = _next_dash_tries(
+          tips_R, headings_R, settings, rng, shape)
     ends_RxK = starts_RxK + settings.dash_length * np.exp(1j * headings_RxK)
-    ok_RxK = (on_canvas(starts_RxK, start_radius) &
-              on_canvas(ends_RxK, end_radius))
+    ok_RxK = (_on_canvas(starts_RxK, start_radius, settings.resolution) &
+              _on_canvas(ends_RxK, end_radius, settings.resolution))
     if slot:
-      other_path_P = plan.owner_path_O[:slot] != path
-      radius_P = plan.lit_radius_O[:slot]
-      dash_index_P = plan.dash_index_O[:slot]
-      own_old_dash_P = ~other_path_P & (0 <= dash_index_P) & (
-          dash_index_P <= dash - 2)
-      required_P = np.where(
-          other_path_P, stroke + radius_P + PATH_GAP,
-          np.where(own_old_dash_P, SELF_CLEARANCE * settings.dash_length, -1.))
-      start_required_P = np.where(
-          other_path_P, start_radius + radius_P + PATH_GAP, -1.)
-      end_required_P = np.where(
-          other_path_P, end_radius + radius_P + PATH_GAP, -1.)
-      ok_RxK &= ~_violates_clearance(
+      ok_RxK &= _clear_of_earlier_items(
           starts_RxK, ends_RxK, starts_BxO[rows_R, :slot],
-          ends_BxO[rows_R, :slot], required_P, start_required_P,
-          end_required_P, settings.dash_length)
-    # Draw one acceptable try in proportion to its weight.
-    cumulative_RxK = np.cumsum(weights_RxK * ok_RxK, axis=1)
-    grown_R = cumulative_RxK[:, -1] > 0
+          ends_BxO[rows_R, :slot], path, dash, plan, settings, start_radius,
+          end_radius)
+    grown_R, choice_R = _pick_weighted(weights_RxK * ok_RxK, rng)
     stuck.append(rows_R[~grown_R])
-    rows_R, cumulative_RxK = rows_R[grown_R], cumulative_RxK[grown_R]
-    thresholds_R = rng.random(len(rows_R)) * cumulative_RxK[:, -1]
-    choice_R = (cumulative_RxK <= thresholds_R[:, None]).sum(1)
+    rows_R = rows_R[grown_R]
     picked = grown_R.nonzero()[0], choice_R
     headings_R = headings_RxK[picked]
     tips_R = ends_RxK[picked]
