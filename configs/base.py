@@ -6,8 +6,12 @@ pooling, AdamW 1e-4 with a one-cycle schedule, PyTorch's LayerNorm epsilon
 (1e-5) and Linear initialisation (weights and biases uniform in
 +-1/sqrt(fan_in)), embeddings N(0, 0.02). Differences from that code that
 remain on every task:
-- It trains everything outside the mixer under float16 AMP with loss
-  scaling; here the default is float32 throughout.
+- It trains under float16 autocast with loss scaling (torch.cuda.amp):
+  every Linear layer, the mixers' projections included, computes in
+  float16, while the LayerNorms, the loss and the mixers' cores (PoNet's
+  pooling and fusion, the softmax attention, FNet's transform: autocast
+  is off around them, `attention.py` L84-103) stay float32. Here the
+  default is float32 throughout.
 - Its validation pass reads the next `num_eval_steps` batches of an endless
   iterator that reshuffles the validation set at each pass over it (the
   LRADataset it imports, mlpen/Nystromformer `LRA/code/dataset.py`; ListOps

@@ -9,7 +9,9 @@ that choose the data may be overridden (`DATA_FIELDS`), so the parameters fit
 the model and the preprocessing stays the run's. The best-validation
 parameters of the latest checkpoint are evaluated on --split; the result is
 printed and appended to <workdir>/evaluations.jsonl with the data source,
-the overrides and the device.
+the overrides and the device. With --predictions, each example's label and
+predicted class are saved beside it (`PREDICTIONS`), for analyses that need
+more than the accuracy (`python -m lra_ponet.test_set_spread`).
 
 Generated ListOps keeps its first examples when a split grows: with the same
 seed, `generator.num_test=20000` gives the same training and validation
@@ -19,6 +21,7 @@ test accuracy in its results.json.
 """
 
 import datetime
+import hashlib
 import json
 import pathlib
 import sys
@@ -30,6 +33,7 @@ from absl import flags
 from absl import logging
 from flax import traverse_util
 from ml_collections import config_flags
+import numpy as np
 
 import tasks
 from configs import base
@@ -38,6 +42,7 @@ from lra_ponet import parallel
 from lra_ponet import steps
 from lra_ponet import validation
 from lra_ponet.errors import UserError
+from lra_ponet.report import load
 from lra_ponet.train import device_description
 
 # Overridable fields (and field prefixes): what data is read, not how.
@@ -47,10 +52,16 @@ DATA_FIELDS = ('data_dir', 'data_seed', 'eval_batch_size', 'generator.',
 GENERATED_ONLY = ('data_seed', 'generated_examples')
 SPLITS = ('test', 'validation')
 EVALUATIONS = 'evaluations.jsonl'
+# Split, number of examples and a digest of the overrides: evaluations of
+# other data never share a file.
+PREDICTIONS = 'predictions_{split}_{examples}_{digest}.npz'
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Workdir of a run of lra_ponet.run.')
 flags.DEFINE_enum('split', 'test', SPLITS, 'The split to evaluate.')
+flags.DEFINE_boolean('predictions', False,
+                     "Also save each example's label and predicted class "
+                     'in the workdir (named in the evaluation record).')
 
 
 def _flat(config_dict: dict) -> dict:
@@ -112,7 +123,8 @@ def check_overrides(argv, config):
 
 
 def evaluate_run(workdir, config, split: str = 'test',
-                 overrides: dict | None = None) -> dict:
+                 overrides: dict | None = None,
+                 save_predictions: bool = False) -> dict:
   """Evaluates the latest checkpoint's best parameters; returns the record."""
   workdir = pathlib.Path(workdir)
   generated = [field for field in overrides or {}
@@ -167,10 +179,34 @@ def evaluate_run(workdir, config, split: str = 'test',
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
   }
+  if save_predictions:
+    record['predictions'] = _save_predictions(
+        workdir, record, config, examples.labels, result['predictions'])
   if jax.process_index() == 0:
     with open(workdir / EVALUATIONS, 'a', encoding='utf-8') as file:
       file.write(json.dumps(record) + '\n')
   return record
+
+
+def _save_predictions(workdir, record, config, labels, predictions) -> str:
+  """Writes labels and predictions with what they are of; returns the name."""
+  digest = hashlib.sha256(json.dumps(
+      record['overrides'], sort_keys=True).encode()).hexdigest()[:8]
+  name = PREDICTIONS.format(split=record['split'],
+                            examples=record['examples'], digest=digest)
+  if jax.process_index() == 0:
+    with open(workdir / name, 'wb') as file:
+      np.savez_compressed(
+          file, label=np.asarray(labels, np.int16),
+          prediction=np.asarray(predictions, np.int16),
+          model=config.model.name, seed=config.seed, task=config.task,
+          # The run's config as trained (the report's groups), not the
+          # data overrides of this evaluation.
+          config_hash=load.config_hash(json.loads(
+              (workdir / 'config.json').read_text(encoding='utf-8'))),
+          best_step=record['best_step'], split=record['split'],
+          data_source=record['data_source'])
+  return name
 
 
 def parse_flags(argv):
@@ -196,7 +232,8 @@ def main(argv):
             if arg.startswith('--config.')]
   overrides = {field: _lookup(FLAGS.config, field) for field in fields}
   try:
-    record = evaluate_run(FLAGS.workdir, FLAGS.config, FLAGS.split, overrides)
+    record = evaluate_run(FLAGS.workdir, FLAGS.config, FLAGS.split, overrides,
+                          save_predictions=FLAGS.predictions)
   except UserError as error:
     sys.exit(f'error: {error}')
   except KeyboardInterrupt:
@@ -207,7 +244,9 @@ def main(argv):
         f'{record["examples"]:,} examples, parameters of step '
         f'{record["best_step"]} (checkpoint {record["checkpoint_step"]}).\n'
         f'Data: {record["data_source"]}. Appended to '
-        f'{FLAGS.workdir}/{EVALUATIONS}')
+        f'{FLAGS.workdir}/{EVALUATIONS}'
+        + (f'; predictions in {FLAGS.workdir}/{record["predictions"]}'
+           if FLAGS.predictions else ''))
 
 
 if __name__ == '__main__':

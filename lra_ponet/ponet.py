@@ -8,9 +8,11 @@ The maths follows the official LRA implementation (lxchtan/PoNet,
 examples/LRA/code/attention_ponet.py), which produced the paper's tables:
 padding is excluded with -10000 fills, the global attention uses the keys as
 values, segments are `L // segment_num + 1` long and the local window's edges
-see -inf (fewer elements), not zeros. Like the official code (which turns
-autocast off inside it), the mixer computes in float32 whatever the model's
-dtype: its input is cast to float32 and its output back.
+see -inf (fewer elements), not zeros. The official code runs the six
+projections under its float16 autocast and turns autocast off around the
+pooling and fusion only (`attention.py` L87-95, L109); here the whole mixer,
+projections included, computes in float32 whatever the model's dtype: its
+input is cast to float32 and its output back.
 
 The computation is arranged for speed, with the same result up to float
 rounding:

@@ -7,6 +7,7 @@ graph per step and the state can be donated and sharded.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from tqdm import tqdm
@@ -82,7 +83,10 @@ def make_train_step(graphdef, mask_zero_tokens: bool):
 
 
 def make_eval_step(eval_graphdef, mask_zero_tokens: bool):
-  """`eval_step(state, batch) -> sums of loss, correct and weight`."""
+  """`eval_step(state, batch) -> sums of loss, correct and weight`.
+
+  Also each example's predicted class (`prediction`, padding rows included).
+  """
 
   def eval_step(state, batch):
     model, _ = nnx.merge(eval_graphdef, state)
@@ -91,9 +95,10 @@ def make_eval_step(eval_graphdef, mask_zero_tokens: bool):
     losses = optax.softmax_cross_entropy_with_integer_labels(
         logits, batch['label'])
     weight = batch['weight']
+    prediction = logits.argmax(-1)
     return {'loss': (losses * weight).sum(),
-            'correct': ((logits.argmax(-1) == batch['label']) * weight).sum(),
-            'count': weight.sum()}
+            'correct': ((prediction == batch['label']) * weight).sum(),
+            'count': weight.sum(), 'prediction': prediction}
 
   return eval_step
 
@@ -102,15 +107,20 @@ def evaluate(eval_step, state, split, batch_size: int, put,
              progress: str | None = None) -> dict:
   """Mean loss and accuracy over a split; `put` places each batch.
 
+  Also `predictions`: the predicted class of every example, in split order.
   With `progress` (a description), a progress bar counts the batches.
   """
   totals = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
+  predictions = []
   batches = input_pipeline.eval_batches(split, batch_size)
   if progress:
     batches = tqdm(batches, desc=progress, unit='batch',
                    total=-(-len(split) // batch_size))
   for batch in batches:
-    for name, value in jax.device_get(eval_step(state, put(batch))).items():
+    sums = jax.device_get(eval_step(state, put(batch)))
+    predictions.append(sums.pop('prediction')[batch['weight'] > 0])
+    for name, value in sums.items():
       totals[name] += float(value)
   return {'loss': totals['loss'] / totals['count'],
-          'accuracy': totals['correct'] / totals['count']}
+          'accuracy': totals['correct'] / totals['count'],
+          'predictions': np.concatenate(predictions)}

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import tasks
@@ -9,6 +10,7 @@ from conftest import run_cli
 from lra_ponet import checkpoint
 from lra_ponet import evaluate
 from lra_ponet import train
+from lra_ponet.report import load
 from tasks import listops_generator
 
 TINY = dict(max_len=256, padded_len=256, batch_size=4, eval_batch_size=8,
@@ -45,6 +47,29 @@ def test_evaluation_reproduces_the_run_and_records_itself(finished_run):
              (workdir / evaluate.EVALUATIONS).read_text().splitlines()]
   assert [record['split'] for record in records] == ['test', 'validation']
   assert records[0]['data_source'] == results['data_source']
+
+
+def test_predictions_are_saved_with_what_they_are_of(finished_run):
+  workdir, results = finished_run
+  config = evaluate.rebuild_config(workdir)
+  config.eval_batch_size = 5  # An override of the data side.
+  record = evaluate.evaluate_run(workdir, config, 'test',
+                                 {'eval_batch_size': 5},
+                                 save_predictions=True)
+  with np.load(workdir / record['predictions']) as saved:
+    correct = saved['prediction'] == saved['label']
+    assert str(saved['model']) == 'ponet' and int(saved['best_step']) == (
+        results['best_step'])
+    # The group of `python -m lra_ponet.report`, whatever data it was tested on.
+    assert str(saved['config_hash']) == load.config_hash(results['config'])
+    labels = saved['label']
+  assert correct.mean() == pytest.approx(record['accuracy'])
+  data = tasks.get_task('listops').load(config)
+  np.testing.assert_array_equal(labels, data.test.labels)
+  # Other data (here the validation split) never overwrites them.
+  other = evaluate.evaluate_run(workdir, config, 'validation',
+                                save_predictions=True)
+  assert other['predictions'] != record['predictions']
 
 
 def test_a_grown_generated_split_keeps_its_first_examples(tmp_path):
