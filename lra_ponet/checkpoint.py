@@ -21,6 +21,7 @@ import pathlib
 import shutil
 import sys
 import threading
+import traceback
 import warnings
 
 import jax
@@ -138,14 +139,23 @@ def _quiet_orbax_failure():
   failed, and the threads are waited for. TensorStore completes the abandoned
   reads and writes into orbax's closed event loops, during the call and
   later, and leaves coroutines it never awaited: those unraisable errors and
-  warnings are dropped too.
+  warnings are dropped too, and so are asyncio's reports of orbax's tasks
+  whose exception nobody retrieved (made when a task is garbage-collected,
+  at any time after the call).
   """
   logger = logging.getLogger('absl')
+  asyncio_logger = logging.getLogger('asyncio')
 
   def only_others(record):
     return record.levelno < logging.ERROR or 'orbax' not in record.pathname
 
+  def not_orbax_tasks(record):
+    return 'orbax' not in record.getMessage() and not (
+        record.exc_info and 'orbax' in ''.join(
+            traceback.format_tb(record.exc_info[2])))
+
   logger.addFilter(only_others)
+  asyncio_logger.addFilter(not_orbax_tasks)
   unraisablehook = sys.unraisablehook
   sys.unraisablehook = _without_closed_loop_errors(unraisablehook)
   try:
@@ -160,6 +170,7 @@ def _quiet_orbax_failure():
     raise
   sys.unraisablehook = unraisablehook
   logger.removeFilter(only_others)
+  asyncio_logger.removeFilter(not_orbax_tasks)
 
 
 def _without_closed_loop_errors(hook):
