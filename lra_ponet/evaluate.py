@@ -42,7 +42,6 @@ from lra_ponet import parallel
 from lra_ponet import steps
 from lra_ponet import validation
 from lra_ponet.errors import UserError
-from lra_ponet.report import load
 from lra_ponet.train import device_description
 
 # Overridable fields (and field prefixes): what data is read, not how.
@@ -190,6 +189,8 @@ def evaluate_run(workdir, config, split: str = 'test',
 
 def _save_predictions(workdir, record, config, labels, predictions) -> str:
   """Writes labels and predictions with what they are of; returns the name."""
+  # Here, not at the top: the report's reader brings pandas to start-up.
+  from lra_ponet.report import load  # pylint: disable=import-outside-toplevel
   digest = hashlib.sha256(json.dumps(
       record['overrides'], sort_keys=True).encode()).hexdigest()[:8]
   name = PREDICTIONS.format(split=record['split'],

@@ -47,7 +47,7 @@ CHUNK = 500  # Draws evaluated at once.
 
 
 def load_runs(patterns):
-  """Files of the patterns -> (paths, labels_N, correct_RxN, groups_R).
+  """Files of the patterns -> (paths, correct_RxN, groups_R).
 
   A run's group is its model name, followed by its config hash where the
   files hold that model in more than one config.
@@ -77,7 +77,7 @@ def load_runs(patterns):
     hashes.setdefault(model, set()).add(digest)
   groups = [model if len(hashes[model]) == 1 else f'{model} {digest}'
             for model, digest in keys]
-  return paths, labels, np.stack(correct), groups
+  return paths, np.stack(correct), groups
 
 
 def draw_accuracies(correct_RxN, size: int, draws: int, seed: int):
@@ -220,8 +220,8 @@ def main(argv):
                       'the runs (python -m lra_ponet.evaluate --predictions)')
     if FLAGS.draws < 1:
       raise UserError(f'--draws={FLAGS.draws} must be at least 1')
-    paths, _, correct_RxN, models = load_runs(FLAGS.prediction_files)
-    report = spread(correct_RxN, models, FLAGS.size, FLAGS.draws, FLAGS.seed,
+    paths, correct_RxN, groups = load_runs(FLAGS.prediction_files)
+    report = spread(correct_RxN, groups, FLAGS.size, FLAGS.draws, FLAGS.seed,
                     parse_published(FLAGS.published))
   except UserError as error:
     sys.exit(f'error: {error}')

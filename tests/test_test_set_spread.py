@@ -118,7 +118,7 @@ def test_runs_of_one_model_in_two_configs_are_kept_apart(tmp_path):
                        ('c', '22222222'), ('d', '33333333')):
     _write(tmp_path / f'{name}.npz', labels, labels,
            'fnet' if name == 'd' else 'ponet', digest)
-  _, _, _, groups = test_set_spread.load_runs([str(tmp_path / '*.npz')])
+  _, _, groups = test_set_spread.load_runs([str(tmp_path / '*.npz')])
   assert groups == ['ponet 11111111', 'ponet 11111111', 'ponet 22222222',
                     'fnet']
 
