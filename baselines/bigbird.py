@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from baselines import projections
 from lra_ponet.errors import UserError
 
 _PAD_BIAS = -1e4  # Additive bias on padding keys, as the official code.
@@ -133,11 +134,6 @@ def key_blocks(num_blocks, table_HxNxR):
   return index, present
 
 
-def _linear(dim, dtype, rngs):
-  return nnx.Linear(dim, dim, use_bias=False, dtype=dtype,
-                    kernel_init=nnx.initializers.xavier_uniform(), rngs=rngs)
-
-
 class BigBirdAttention(nnx.Module):
   """`mixer(x_BxLxD, mask_BxL) -> BxLxD`: window, global and random blocks."""
 
@@ -156,10 +152,9 @@ class BigBirdAttention(nnx.Module):
     self.block_size = block_size
     self.num_rand_blocks = num_rand_blocks
     self.seed = seed
-    self.query = _linear(dim, dtype, rngs)
-    self.key = _linear(dim, dtype, rngs)
-    self.value = _linear(dim, dtype, rngs)
-    self.out = _linear(dim, dtype, rngs)
+    self.query, self.key, self.value, self.out = (
+        projections.xavier_linear(dim, rngs=rngs, dtype=dtype)
+        for _ in range(4))
 
   @classmethod
   def default_config(cls, config):

@@ -36,11 +36,14 @@ their rows a uniform average over all L keys; here those rows (which no real
 position reads) hold attention over their window instead.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from baselines import projections
 from lra_ponet.errors import UserError
 
 _MASKED = -1e10  # The official bias for masked keys (L128).
@@ -50,11 +53,6 @@ def window_sides(window_size):
   """(keys to the left including self, keys to the right), as L60-61."""
   right = window_size // 2
   return window_size - right, right
-
-
-def _linear(dim, dtype, rngs):
-  return nnx.Linear(dim, dim, use_bias=False, dtype=dtype,
-                    kernel_init=nnx.initializers.xavier_uniform(), rngs=rngs)
 
 
 class LongformerAttention(nnx.Module):
@@ -74,14 +72,13 @@ class LongformerAttention(nnx.Module):
     self.num_heads = num_heads
     self.window_size = window_size
     self.global_tokens = global_tokens
-    self.query = _linear(dim, dtype, rngs)
-    self.key = _linear(dim, dtype, rngs)
-    self.value = _linear(dim, dtype, rngs)
+    linear = functools.partial(projections.xavier_linear, dim, rngs=rngs,
+                               dtype=dtype)
+    self.query, self.key, self.value = linear(), linear(), linear()
     if global_tokens:
-      self.global_query = _linear(dim, dtype, rngs)
-      self.global_key = _linear(dim, dtype, rngs)
-      self.global_value = _linear(dim, dtype, rngs)
-    self.out = _linear(dim, dtype, rngs)
+      self.global_query, self.global_key, self.global_value = (
+          linear(), linear(), linear())
+    self.out = linear()
     self.attention_dropout = nnx.Dropout(attention_dropout,
                                          broadcast_dims=(), rngs=rngs)
 

@@ -18,6 +18,12 @@ def attention_projections(dim: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
                for _ in range(4))
 
 
+def xavier_linear(dim: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+  """A D x D `nnx.Linear` without bias, Xavier-uniform: LRA's Flax projections."""
+  return nnx.Linear(dim, dim, use_bias=False, dtype=dtype,
+                    kernel_init=nnx.initializers.xavier_uniform(), rngs=rngs)
+
+
 def dense_attention(query_BxLxHxK, key_BxMxHxK, value_BxMxHxK, mask_BxM,
                     dropout: nnx.Dropout):
   """Softmax attention over the real keys, with dropout on the weights."""
