@@ -77,9 +77,13 @@ def write_text_atomically(path, text: str):
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-  """`field: saved -> current` for each field that matters and differs."""
-  saved, current = (traverse_util.flatten_dict(saved, sep='.'),
-                   traverse_util.flatten_dict(current, sep='.'))
+  """`field: saved -> current` for each field that matters and differs.
+
+  Both are compared as config.json holds them, so a tuple equals its list.
+  """
+  saved, current = (
+      traverse_util.flatten_dict(json.loads(json.dumps(config)), sep='.')
+      for config in (saved, current))
   absent = '(absent)'
   return [f'{field}: {saved.get(field, absent)} -> '
           f'{current.get(field, absent)}'

@@ -9,6 +9,7 @@ import tasks
 from conftest import run_cli
 from lra_ponet import checkpoint
 from lra_ponet import evaluate
+from lra_ponet import models
 from lra_ponet import train
 from lra_ponet.report import load
 from tasks import listops_generator
@@ -109,3 +110,12 @@ def test_a_folder_without_a_run_is_refused(tmp_path):
   assert done.stderr.strip().splitlines()[-1] == (
       f'error: {tmp_path} has no config.json; point --workdir at the folder '
       'of a run of python -m lra_ponet.run')
+
+
+@pytest.mark.parametrize('model', sorted(models.MIXERS))
+def test_every_model_config_is_rebuilt_from_its_json(tmp_path, model):
+  # config.json turns tuple fields (lsra's kernel_sizes, ...) into lists.
+  config = tasks.get_config('listops', 'ponet', model)
+  checkpoint.prepare_workdir(tmp_path, config.to_dict(), overwrite=False,
+                             is_writer=True)
+  assert evaluate.rebuild_config(tmp_path).to_dict() == config.to_dict()
