@@ -100,8 +100,6 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
   the run starts from scratch. Only the writer process (process 0) changes
   files; every process checks.
   """
-  # Tuples become lists, as in the saved file.
-  config_dict = json.loads(json.dumps(config_dict))
   config_path = workdir / 'config.json'
   if config_path.exists() and not overwrite:
     try:
