@@ -138,21 +138,8 @@ def evaluate_run(workdir, config, split: str = 'test',
   mesh = parallel.data_mesh()
   parallel.check_divisible(config, mesh)
   data = task.load(config)
-  _, eval_graphdef, state = steps.create_train_state(config, task.INFO)
-  state = parallel.replicate(state, mesh)
-  checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint_keep)
-  step = checkpoints.latest_step()
-  if step is None:
-    raise UserError(f'{workdir} has no checkpoint to evaluate')
-  try:
-    state, best_model, progress = checkpoints.restore(
-        step, state, jax.tree.map(jnp.copy, state[0]))
-  except Exception as error:  # pylint: disable=broad-exception-caught
-    raise UserError(f'the checkpoint of step {step} in {workdir} cannot be '
-                    f'restored ({str(error).splitlines()[0]})') from None
-  finally:
-    checkpoints.close()
-  state[0] = best_model
+  eval_graphdef, state, step, best_step = _restore_best(
+      workdir, config, task.INFO, mesh)
   batch_sharded = parallel.batch_sharded(mesh)
   eval_step = jax.jit(steps.make_eval_step(eval_graphdef, mask_zero_tokens),
                       in_shardings=(parallel.replicated(mesh), batch_sharded),
@@ -169,7 +156,7 @@ def evaluate_run(workdir, config, split: str = 'test',
       'loss': result['loss'],
       'examples': len(examples),
       'checkpoint_step': step,
-      'best_step': progress['best']['step'],
+      'best_step': best_step,
       'data_source': data.source,
       'data_notes': data.notes,
       'overrides': overrides or {},
@@ -185,6 +172,30 @@ def evaluate_run(workdir, config, split: str = 'test',
     with open(workdir / EVALUATIONS, 'a', encoding='utf-8') as file:
       file.write(json.dumps(record) + '\n')
   return record
+
+
+def _restore_best(workdir, config, task_info, mesh):
+  """The latest checkpoint's best parameters, placed for evaluation.
+
+  Returns the eval graphdef, the state, the checkpoint's step and the step
+  whose validation accuracy was best.
+  """
+  _, eval_graphdef, state = steps.create_train_state(config, task_info)
+  state = parallel.replicate(state, mesh)
+  checkpoints = checkpoint.Checkpoints(workdir, config.checkpoint_keep)
+  step = checkpoints.latest_step()
+  if step is None:
+    raise UserError(f'{workdir} has no checkpoint to evaluate')
+  try:
+    state, best_model, progress = checkpoints.restore(
+        step, state, jax.tree.map(jnp.copy, state[0]))
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    raise UserError(f'the checkpoint of step {step} in {workdir} cannot be '
+                    f'restored ({str(error).splitlines()[0]})') from None
+  finally:
+    checkpoints.close()
+  state[0] = best_model
+  return eval_graphdef, state, step, progress['best']['step']
 
 
 def _save_predictions(workdir, record, config, labels, predictions) -> str:

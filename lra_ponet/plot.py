@@ -117,7 +117,13 @@ def draw_panel(axis, sweep, column, scale, ylabel):
                 transform=edge, linestyle='none', color=line.get_color(),
                 marker=FAILURE_MARKERS.get(status, 'D'), markersize=8,
                 markeredgewidth=2, clip_on=False)
-  for status in sorted(statuses):
+  _format_axes(axis, sweep, sorted(statuses), ylabel, len(labels))
+  return slopes
+
+
+def _format_axes(axis, sweep, statuses, ylabel, num_models):
+  """Log-log axes over the sweep's lengths, a legend entry per failure."""
+  for status in statuses:
     axis.plot([], [], linestyle='none', color='black', markersize=8,
               marker=FAILURE_MARKERS.get(status, 'D'), markeredgewidth=2,
               label=f'{status} (at top)')
@@ -140,12 +146,11 @@ def draw_panel(axis, sweep, column, scale, ylabel):
   axis.set_xlabel('sequence length')
   axis.set_ylabel(ylabel)
   axis.grid(True, which='major', alpha=0.3)
-  if len(labels) <= LEGEND_INSIDE_MAX:
+  if num_models <= LEGEND_INSIDE_MAX:
     axis.legend(fontsize=8, loc='upper left')
   else:
     axis.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0),
                 borderaxespad=0.0)
-  return slopes
 
 
 def plot_sweep(sweep, path):
