@@ -23,8 +23,8 @@ layers whose k-means centroids are updated outside gradient descent"
   assigned to each cluster: online spherical k-means, a choice that keeps the
   training step pure. Evaluation never changes them.
 
-Hyperparameters (`config.model.cluster_former`), all UNCONFIRMED, the values
-suggested by the suite's specification (spec/mixers.md, A5) except the decay:
+Hyperparameters (`config.model.cluster_former`): with no official code and
+no values in the paper's method section, all are this suite's choices:
 - `window = 256`: keys within `window // 2` positions on each side;
 - `num_clusters = 64` (p);
 - `chunk_size = 256` (l), capped at the sequence length;

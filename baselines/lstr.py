@@ -31,7 +31,7 @@ Hyperparameters (`config.model.lstr`):
   the stages, their attention included;
 - heads: the suite's `model.num_heads` (LSTR: 8 by default, 16 for THUMOS).
 
-Reconstructed (the adaptation of the spec, spec/mixers.md A7): the read-out
+Reconstructed (this suite's adaptation, not LSTR's code): the read-out
 `y` is a single cross-attention from every token to Z2 (no causal work
 window, no decoder self-attention among the tokens: the encoder block around
 the mixer supplies the residual, the norm and the MLP) with

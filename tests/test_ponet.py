@@ -1,6 +1,6 @@
 """The PoNet mixer against slow references of the official maths.
 
-Two references: a per-token loop in float64 (spec/ponet.md sections 1-5) and
+Two references: a per-token loop in float64 (the official formulas) and
 the straightforward JAX form (queries and keys for every token, reduce_window)
 whose outputs and gradients the fast path must reproduce.
 """
@@ -23,7 +23,7 @@ def _linear(mixer, name, x):
 
 
 def reference_ponet(mixer, x_BxLxD, mask_BxL, num_heads, segment_num):
-  """spec/ponet.md sections 1-5, one position and one segment at a time."""
+  """The official formulas, one position and one segment at a time."""
   batch, length, dim = x_BxLxD.shape
   head_dim = dim // num_heads
   query, key = _linear(mixer, 'query', x_BxLxD), _linear(mixer, 'key', x_BxLxD)

@@ -484,14 +484,16 @@ def test_every_task_and_preset_is_a_valid_config(task, preset):
   validation.validate_config(config)
 
 
-PONET_TABLE = {  # spec/ponet.md section 7 (Path-X: Pathfinder's setting).
+# The PoNet paper's per-task settings (Path-X: Pathfinder's setting).
+PONET_TABLE = {
     'text': (4000, 4096, 32, 8000, 20000, 500, 4096),
     'retrieval': (4000, 4096, 32, 800, 30000, 300, 64),
     'image': (1024, 1024, 256, 175, 35000, 175, 32),
     'pathfinder': (1024, 1024, 256, 312, 62400, 312, 1),
     'pathx': (16384, 16384, 256, 312, 62400, 312, 1),
 }
-LRA_TABLE = {  # spec/lra_tasks.md, last table.
+# The official LRA code's transformer_base.py settings per task.
+LRA_TABLE = {
     'text': ((4, 256, 4, 1024), 32, 0.05, 8000, 'rsqrt', 20000, 0.1, 'cls'),
     'retrieval': ((4, 128, 4, 512), 32, 0.05, 8000, 'rsqrt', 5000, 0.1,
                   'first'),

@@ -6,10 +6,13 @@ r"""Speed and memory of one training step per (model, sequence length) cell.
   python -m lra_ponet.bench --task=text --tokens_per_batch=131072
   python -m lra_ponet.bench --task=text --until_oom --max_length=262144
 
-The method is spec/bench.md. A cell is one full training step (forward,
-backward, AdamW update) of `steps.make_train_step`, jitted with the state
-donated and compiled ahead of time, on random token ids of the task's
-vocabulary with every position real (no padding). Each cell runs in a fresh
+A cell is one full training step (forward, backward, AdamW update) of
+`steps.make_train_step`, jitted with the state donated and compiled ahead of
+time, on random token ids of the task's vocabulary with every position real
+(no padding): --warmup untimed steps (at least 2: the first calls do one-off
+work such as allocating the donated buffers), then --steps timed ones, each
+ended by `jax.block_until_ready`; the median is reported with the min and
+max. Each cell runs in a fresh
 subprocess (`--cell=<json>`, internal), so the device's peak memory counter
 starts at zero and a crash or out-of-memory ends that cell only. A failed cell
 is a result: OOM, TIMEOUT (past --cell_timeout) or error with a one-line
@@ -127,8 +130,8 @@ def check_counts(lengths):
   if FLAGS.steps < 1:
     raise UserError(f'--steps must be at least 1, got {FLAGS.steps}')
   if FLAGS.warmup < 2:
-    raise UserError(f'--warmup must be at least 2 (spec/bench.md), got '
-                    f'{FLAGS.warmup}')
+    raise UserError('--warmup must be at least 2 (the first steps do '
+                    f'one-off work), got {FLAGS.warmup}')
   if FLAGS.cell_timeout <= 0:
     raise UserError(f'--cell_timeout must be positive, got '
                     f'{FLAGS.cell_timeout}')

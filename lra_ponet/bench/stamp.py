@@ -13,9 +13,10 @@ import flax
 import jax
 import jaxlib
 
-# Paper peaks per device kind (spec/bench.md): HBM bandwidth in GB/s and
-# dense TFLOP/s per dtype (float32 without tensor cores). H100 and H200 share
-# the compute die. A device kind is matched by these words in its name.
+# Datasheet peaks per device kind (NVIDIA's SXM parts: H100 80GB HBM3, H200
+# 141GB HBM3e): HBM bandwidth in GB/s and dense TFLOP/s per dtype (float32
+# without tensor cores). H100 and H200 share the compute die. A device kind
+# is matched by these words in its name.
 PEAKS = (
     (('h100',), {'gb_per_s': 3350.0,
                  'tflops_per_s': {'float32': 67.0, 'bfloat16': 990.0}}),

@@ -7,7 +7,7 @@ paper Table 1, with which of its rows a run of ours is compared.
 from lra_ponet.report import markdown
 
 LENGTHS_PUBLISHED = (512, 1024, 2048, 4096, 8192, 16384)
-# PoNet paper Table 2 (spec/ponet.md section 9): one GPU, Text setting,
+# PoNet paper (Tan et al., ICLR 2022) Table 2: one GPU, Text setting,
 # batch 32; None is OOM.
 PONET_TABLE2_STEPS = {
     'transformer': (45.1, 19.4, 6.3, 1.8, None, None),
@@ -25,7 +25,7 @@ TABLE2_ROWS = (('transformer (xla)', 'Transformer'),
                ('nystromformer', 'Nyströmformer'),
                ('fnet', 'FNet'),
                ('ponet', 'PoNet'))
-# LRA paper Table 2 (spec/bench.md): Transformer on TPU v3, batch 32.
+# LRA paper (Tay et al., ICLR 2021) Table 2: Transformer on TPU v3, batch 32.
 LRA_TABLE2 = {'length': (1024, 2048, 3072, 4096),
               'steps/s': (8.1, 4.9, 2.3, 1.4),
               'GB': (0.85, 2.65, 5.51, 9.48)}

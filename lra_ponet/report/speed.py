@@ -12,9 +12,9 @@ from lra_ponet.report import markdown
 from lra_ponet.report import published
 
 REFERENCE = 'transformer (xla)'
-CPU_NOTE = ('> Measured on a CPU shared with other work: only the ratios '
-            '(the × columns) mean anything here; absolute times and memory '
-            'hold only on a GPU (spec/bench.md).')
+CPU_NOTE = ('> Measured on a CPU: only the ratios (the × columns) mean '
+            'anything here; absolute step times depend on the machine and '
+            'on what else ran on it.')
 
 
 def memory_unit(values):
@@ -71,7 +71,7 @@ def segments(sweep) -> str:
 
 
 def stamp(sweep) -> str:
-  """The spec/bench.md stamp of a sweep, one line."""
+  """Device, versions, dtype, setting, commit and dates of a sweep, one line."""
   # By key throughout: a row's `.dtype` would be the Series' own attribute.
   first = sweep.iloc[0]
   model = json.loads(first['config_json'])['model']
@@ -187,7 +187,7 @@ def table2_layout(sweep) -> list[str]:
 
   Empty unless the sweep is of the Text task (Table 2's setting) and has at
   least one of Table 2's models. The paper's Performer and Nystromformer
-  numbers are not transcribed (spec/ponet.md has only the other three).
+  numbers are not transcribed; only those of its other three rows are.
   """
   present = [(label, name) for label, name in published.TABLE2_ROWS
              if (sweep['label'] == label).any()]
@@ -264,8 +264,8 @@ def bench_report(device, frame, all_sweeps: bool) -> str:
   sweeps = select_sweeps(frame, all_sweeps)
   parts = [f'# Training-step speed and memory: {device}', '',
            'Made by `python -m lra_ponet.report` from '
-           f'`bench_{device}.csv` (`python -m lra_ponet.bench`); method: '
-           'spec/bench.md. One cell = one jitted training step (forward, '
+           f'`bench_{device}.csv` (`python -m lra_ponet.bench`; method in its '
+           'docstring). One cell = one jitted training step (forward, '
            'backward, AdamW update) on random tokens with no padding, in its '
            'own process.', '']
   if (frame['platform'] == 'cpu').any():
