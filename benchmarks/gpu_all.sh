@@ -37,9 +37,9 @@
 # results/runs/ are the state: on a machine that keeps no files between
 # parts, bring results/ back after each part and send it with the next.
 #
-# A machine without ml-collections or tensorflow-datasets (a bare jax CUDA
-# image) gets them from wheels in .whl/ (pip download them elsewhere):
-# they are installed with pip --no-index into /tmp/site.
+# A machine without ml-collections (a bare jax CUDA image; no part needs
+# tensorflow-datasets) gets it from wheels in .whl/ (pip download them
+# elsewhere): they are installed with pip --no-index into /tmp/site.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

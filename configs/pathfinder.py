@@ -1,4 +1,4 @@
-"""Pathfinder: are two markers connected? 2 classes, 32x32 = 1,024 tokens.
+r"""Pathfinder: are two markers connected? 2 classes, 32x32 = 1,024 tokens.
 
 Commands:
   python -m lra_ponet.run --task=pathfinder --model=ponet

@@ -1,4 +1,4 @@
-"""Path-X: Pathfinder at 128x128 = 16,384 tokens, 2 classes.
+r"""Path-X: Pathfinder at 128x128 = 16,384 tokens, 2 classes.
 
 Commands:
   python -m lra_ponet.run --task=pathx --model=ponet

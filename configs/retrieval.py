@@ -1,4 +1,4 @@
-"""Retrieval: byte-level AAN citation matching, 2 classes, 2 x 4,000 bytes.
+r"""Retrieval: byte-level AAN citation matching, 2 classes, 2 x 4,000 bytes.
 
 Commands:
   python -m lra_ponet.run --task=retrieval --model=ponet \
