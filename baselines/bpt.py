@@ -15,11 +15,13 @@ vector per edge type (level, side, rank; levels clipped at `clip`) shared by
 the heads.
 
 Leaf-only adaptation (the official model keeps span-node states across
-layers, each with its own LayerNorm and FFN, and reads out the root): every
-layer rebuilds the span nodes as the mean of the current token states over
-the real tokens they cover, which is what the official first layer computes
-from its zero span states; because the projections have no bias, a span's
-key and value are the means of its tokens' keys and values. The graph is
+layers, updated by the same block as the tokens, with the layer's shared
+LayerNorms and FFN, and reads out the root): every layer rebuilds the span
+nodes as the mean of the current token states over the real tokens they
+cover (in the official first layer a span's query is zero, so its attention
+output is the mean of its leaves' values, but the tokens there still read
+zero span states); because the projections have no bias, a span's key and
+value are the means of its tokens' keys and values. The graph is
 built once on the length rounded up to a power of two; nodes covering no
 real token are masked. For real lengths that are powers of two this is the
 official graph exactly; for other lengths the official builder can name the
@@ -65,7 +67,7 @@ def partition_graph(length: int, k: int, clip: int):
 
   Returns `(nodes_LxM, types_LxM, valid_LxM, level_sizes)`: node ids index
   the levels concatenated (leaves first), and each row is token i's
-  in-edges in the official order, self first.
+  in-edges, self first (the order does not change the attention).
   """
   sizes = [length]
   while sizes[-1] >= 2:

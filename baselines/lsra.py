@@ -32,7 +32,8 @@ Initialisation as the official code: attention q/k/v xavier-uniform with gain
 the convolution branch's Linears xavier-uniform with zero bias; the
 lightweight taps xavier-uniform. The Linears keep it with
 `model.linear_init=flax`; the default `pytorch` (ponet preset) and `lra`
-redraw every `nnx.Linear` (models.LINEAR_INITS), the taps keep theirs.
+redraw every `nnx.Linear` (models.LINEAR_INITS): the dynamic taps' Linear
+too, while the lightweight taps, a plain parameter, keep theirs.
 
 Hyperparameters (`config.model.lsra`):
   conv_type: 'dynamic' (the WMT and CNN-DM configs); 'lightweight' is the

@@ -42,8 +42,10 @@ Reconstructed or changed for this encoder-only classifier:
   even lengths); a length that is not a multiple of the chunk is padded (the
   code's `unfold` would drop the remainder);
 - with `model.pooling = 'cls'` the first (CLS) token stays out of the
-  pooling and in front; widths count the other tokens; the last layer has
-  no pooling (nothing would read its result: its scorer would never train);
+  pooling and in front; widths count the other tokens; the last layer then
+  has no pooling (only CLS is read after it, so its scorer would never
+  train); with `mean` or `first` pooling the last layer pools too, as in the
+  official code;
 - `sort_back` restores the positional order of the kept top tokens, applied
   as the code does, to the pooled embeddings and scores.
 """
