@@ -13,7 +13,7 @@ Z1 = stage 1 (16 queries, 1 layer) over x, padding masked
 Z2 = stage 2 (32 queries, 2 layers) over Z1
 y  = MHA(query = x, key = value = Z2)
 ```
-Source: amazon-research/long-short-term-transformer (899b0c2),
+Source: amazon-science/long-short-term-transformer (899b0c2),
 src/rekognition_online_action_detection/models/lstr.py L40-57 (stages of
 learned queries, each a TransformerDecoder with a final LayerNorm), L89-106
 (stage 1 reads the memory with its key padding mask, later stages read the
