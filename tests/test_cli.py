@@ -54,8 +54,10 @@ def test_trains_and_tests_each_model(model, tiny_listops_dir, tmp_path):
 
 
 @pytest.mark.parametrize('args,message', [
-    (('--task=sudoku',), 'value should be one of'),
-    (('--model=mamba',), 'value should be one of'),
+    (('--task=sudoku',), 'flag --task=sudoku: value should be one of '
+     '<listops|text|retrieval|image|pathfinder|pathx>'),
+    (('--model=mamba',), 'flag --model=mamba: value should be one of '
+     '<ponet|'),
     (('--config.batch_sise=3',), "unknown config field 'batch_sise'"),
     (('--config.model.dimension=3',), 'valid fields: b1'),
     (('--config.data_dir=/no/such/dir',),

@@ -92,7 +92,8 @@ def test_a_grown_generated_split_keeps_its_first_examples(tmp_path):
      'trained model'),
     (('--config.eval_batch_sise=8',), "unknown config field "
      "'eval_batch_sise'"),
-    (('--config.data_dir=/no/such/dir',), '/no/such/dir'),
+    (('--config.data_dir=/no/such/dir',),
+     '/no/such/dir/listops-1000/basic_train.tsv'),
     (('--config.generator.num_test=20',), '--config.generator.num_test '
      'applies to generated data'),
 ])
