@@ -272,13 +272,27 @@ def test_gradients_reach_every_scorer():
     assert np.all(np.isfinite(kernel)) and np.abs(kernel).max() > 0
 
 
-def test_pyramid_train_step_compiles():
+def _scorer_leaves(model_state):
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(model_state)
+          if 'scorer' in jax.tree_util.keystr(path)}
+
+
+def test_pyramid_train_step_updates_every_scorer():
   config = _tiny_train_config('pyramidion')
   config.model.pyramidion.widths = '7,2'
   graphdef, _, state = steps.create_train_state(config, TaskInfo('t', 10, 32))
+  before = _scorer_leaves(state[0])
   step = jax.jit(steps.make_train_step(graphdef, True))
-  state, metrics = step(state, _batch())
+  for _ in range(2):  # The schedule's first step has learning rate 0.
+    state, metrics = step(state, _batch())
+  after = _scorer_leaves(state[0])
   assert np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])
+  assert metrics['learning_rate'] > 0
+  # Both layers pool (widths 7, then 2), so both scorers have a kernel.
+  assert sum('kernel' in path for path in before) == 2
+  for path, value in before.items():
+    assert not np.array_equal(after[path], value), path
 
 
 def test_malformed_widths_and_stages_are_refused():
