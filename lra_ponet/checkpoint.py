@@ -76,14 +76,18 @@ def write_text_atomically(path, text: str):
                     'resume from the last checkpoint') from error
 
 
+def flat_config(config_dict: dict) -> dict:
+  """Dotted field -> value, as config.json holds it (tuples as lists)."""
+  return traverse_util.flatten_dict(json.loads(json.dumps(config_dict)),
+                                    sep='.')
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
   """`field: saved -> current` for each field that matters and differs.
 
   Both are compared as config.json holds them, so a tuple equals its list.
   """
-  saved, current = (
-      traverse_util.flatten_dict(json.loads(json.dumps(config)), sep='.')
-      for config in (saved, current))
+  saved, current = flat_config(saved), flat_config(current)
   absent = '(absent)'
   return [f'{field}: {saved.get(field, absent)} -> '
           f'{current.get(field, absent)}'

@@ -31,7 +31,6 @@ import jax.numpy as jnp
 from absl import app
 from absl import flags
 from absl import logging
-from flax import traverse_util
 from ml_collections import config_flags
 import numpy as np
 
@@ -63,12 +62,6 @@ flags.DEFINE_boolean('predictions', False,
                      'in the workdir (named in the evaluation record).')
 
 
-def _flat(config_dict: dict) -> dict:
-  """Dotted field -> value, tuples as lists (as config.json stores them)."""
-  return traverse_util.flatten_dict(json.loads(json.dumps(config_dict)),
-                                    sep='.')
-
-
 def rebuild_config(workdir: pathlib.Path):
   """The ConfigDict of the run in workdir (its config.json), rebuilt."""
   path = workdir / 'config.json'
@@ -84,8 +77,8 @@ def rebuild_config(workdir: pathlib.Path):
                     ) from None
   if config.schedule != saved.get('schedule'):
     base.set_schedule(config, saved.get('schedule'))
-  current = _flat(config.to_dict())
-  for field, value in _flat(saved).items():
+  current = checkpoint.flat_config(config.to_dict())
+  for field, value in checkpoint.flat_config(saved).items():
     if field in current and current[field] != value:
       if isinstance(_lookup(config, field), tuple):
         value = tuple(value)
@@ -105,7 +98,7 @@ def _lookup(config, field: str):
 
 def check_overrides(argv, config):
   """Unknown fields, and fields that change the model, get one line."""
-  fields = set(_flat(config.to_dict()))
+  fields = set(checkpoint.flat_config(config.to_dict()))
   for arg in argv[1:]:
     if not arg.startswith('--config.'):
       continue
