@@ -74,6 +74,12 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
+def device_count_flags(count):
+  """The suite's XLA_FLAGS (conftest.py) with `count` CPU devices."""
+  return (f'{os.environ["XLA_FLAGS"]} '
+          f'--xla_force_host_platform_device_count={count}')
+
+
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
   """Tiny ListOps, a private data cache and a shared compilation cache."""
@@ -85,7 +91,7 @@ def env(tmp_path_factory):
           'LRA_PONET_CACHE': str(root / 'cache'),
           'JAX_COMPILATION_CACHE_DIR': str(root / 'jax_cache'),
           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-          'XLA_FLAGS': '--xla_force_host_platform_device_count=1',
+          'XLA_FLAGS': device_count_flags(1),
           'DATA_DIR': str(root / 'data')}
 
 
@@ -240,8 +246,7 @@ def test_sigint_saves_exits_130_and_resumes(env, reference, tmp_path):
 
 
 def test_four_devices_match_one_device(env, reference, tmp_path):
-  four = run_cli({**env, 'XLA_FLAGS':
-                  '--xla_force_host_platform_device_count=4'},
+  four = run_cli({**env, 'XLA_FLAGS': device_count_flags(4)},
                  tmp_path / 'four')
   assert four.returncode == 0, four.stderr
   assert 'on 4 x cpu' in four.stdout

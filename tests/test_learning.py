@@ -18,7 +18,11 @@ from conftest import SHORT_MIXER_SETTINGS
 from lra_ponet import models
 from lra_ponet import train
 
-STEPS = 200
+# At 400 steps and a peak learning rate of 2e-3 every mixer tests at 0.53 or
+# more with seed 0, and the two lowest, FNet and LSTR, at 0.52 or more with
+# seeds 1 and 2 too; at 5e-3 LSTR's post-LN latent layers stall at the
+# majority class for some seeds.
+STEPS = 400
 # Above this accuracy, a model has learned: the majority class is about 13%.
 LEARNED = 0.35
 
@@ -31,11 +35,13 @@ def short_listops_config(model):
   config.update(dict(max_len=16, padded_len=16, batch_size=32,
                      eval_batch_size=250, train_steps=STEPS,
                      eval_every=STEPS // 2, warmup_steps=STEPS // 10,
-                     learning_rate=5e-3, log_every=50, checkpoint_every=STEPS))
+                     learning_rate=2e-3, log_every=50, checkpoint_every=STEPS))
   config.model.update(dict(num_layers=1, dim=32, num_heads=2, mlp_dim=64,
                            segment_num=4, dropout=0.0, attention_dropout=0.0))
   if model in SHORT_MIXER_SETTINGS:
     config.model[model].update(SHORT_MIXER_SETTINGS[model])
+  if 'dropout' in config.model.get(model, {}):
+    config.model[model].dropout = 0.0  # A mixer's own dropout (LSTR's) too.
   return config
 
 

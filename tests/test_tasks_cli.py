@@ -3,8 +3,8 @@
 A module fixture runs every command line once, one after the other (side by
 side they were no faster on 2 cores): a run's time is mostly XLA
 compilation, so the runs share a persistent compilation cache (the pixel
-tasks compile the same programs) and compile with XLA's optimisations off.
-Each test then checks one run.
+tasks compile the same programs) and, as every test, compile with XLA's
+optimisations off (conftest.py). Each test then checks one run.
 """
 
 import json
@@ -24,9 +24,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ['--model=ponet', '--config.train_steps=2', '--config.warmup_steps=2',
         '--config.eval_every=2', '--config.batch_size=2',
         '--config.eval_batch_size=2', '--config.model.num_layers=1']
-# Two steps of a tiny model need no optimised code, only quick compilation.
-FAST_COMPILE = ['--xla_backend_optimization_level=0',
-                '--xla_llvm_disable_expensive_passes=true']
 # name -> (data folder under the test's tmp dir or None, max_len,
 # padded_len, segment_num, extra flags); the task is the name's first word.
 RUNS = {
@@ -75,9 +72,7 @@ def runs(tmp_path_factory):
   env = dict(os.environ, LRA_PONET_CACHE=str(root / 'cache'),
              JAX_COMPILATION_CACHE_DIR=str(root / 'jax_cache'),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
-             XLA_FLAGS=' '.join([os.environ.get('XLA_FLAGS', ''),
-                                 *FAST_COMPILE]).strip())
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   commands = {}
   for name, (folder, max_len, padded_len, segments, extra) in RUNS.items():
     commands[name] = [
