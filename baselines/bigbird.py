@@ -23,10 +23,9 @@ and memory linear in the length (keys and values are gathered per block):
   length, so it is built once per length in numpy, never inside jit.
 * Logits are divided by sqrt(head dim); padding keys get an additive -1e4
   (L175, L202-203, L238-243); outputs of padding queries are zeroed (L312).
-* Projections without bias, Xavier-uniform kernels (`bigbird.py` L76-78;
-  kept with `model.linear_init=flax`: the default `pytorch` (ponet preset)
-  and `lra` redraw every `nnx.Linear`, models.LINEAR_INITS);
-  the sparse path applies no attention dropout (the official
+* Projections without bias (`bigbird.py` L76-78), initialised by the
+  model (`model.linear_init`, models.reinit_linears), not Xavier-uniform as
+  there; the sparse path applies no attention dropout (the official
   `sparse_dot_product_attention` takes no dropout rate).
 
 Hyperparameters (`config.model.bigbird`):
@@ -50,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 from lra_ponet.errors import UserError
 
 _PAD_BIAS = -1e4  # Additive bias on padding keys, as the official code.
@@ -141,9 +140,6 @@ class BigBirdAttention(nnx.Module):
 
   def __init__(self, dim, num_heads, *, rngs, block_size=64,
                num_rand_blocks=3, seed=0, dtype=jnp.float32):
-    if dim % num_heads:
-      raise UserError(f'model.dim {dim} is not divisible by model.num_heads '
-                      f'{num_heads}; change one of them')
     if block_size < 1 or num_rand_blocks < 0:
       raise UserError('bigbird needs block_size >= 1 and num_rand_blocks >= '
                       '0; set --config.model.bigbird.block_size / '
@@ -153,8 +149,8 @@ class BigBirdAttention(nnx.Module):
     self.num_rand_blocks = num_rand_blocks
     self.seed = seed
     self.query, self.key, self.value, self.out = (
-        projections.xavier_linear(dim, rngs=rngs, dtype=dtype)
-        for _ in range(4))
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype,
+                                        use_bias=False))
 
   @classmethod
   def default_config(cls, config):
@@ -178,19 +174,17 @@ class BigBirdAttention(nnx.Module):
 
   def __call__(self, x_BxLxD, mask_BxL):
     batch, length, dim = x_BxLxD.shape
-    heads, block = self.num_heads, self.block_size
+    block = self.block_size
     num_blocks, table_HxNxR = self.table(length)
-    tail = num_blocks * block - length
 
     def blocked(projection):
-      y_BxLxD = jnp.pad(projection(x_BxLxD), ((0, 0), (0, tail), (0, 0)))
-      return y_BxLxD.reshape(batch, num_blocks, block, heads, -1).transpose(
-          0, 3, 1, 2, 4)
+      y_BxNxCxHxK = attention.blocks(attention.split_heads(
+          projection(x_BxLxD), self.num_heads), block, num_blocks)
+      return y_BxNxCxHxK.transpose(0, 3, 1, 2, 4)
 
-    q_BxHxNxCxK = blocked(self.query) / np.sqrt(dim // heads)
+    q_BxHxNxCxK = blocked(self.query) / np.sqrt(dim // self.num_heads)
     k_BxHxNxCxK, v_BxHxNxCxK = blocked(self.key), blocked(self.value)
-    real_BxNxC = jnp.pad(mask_BxL, ((0, 0), (0, tail))).reshape(
-        batch, num_blocks, block)
+    real_BxNxC = attention.blocks(mask_BxL, block, num_blocks)
     bias_BxNxC = jnp.where(real_BxNxC, 0.0, _PAD_BIAS)
     outer_BxHx2xCxK = self._global_rows(q_BxHxNxCxK, k_BxHxNxCxK,
                                         v_BxHxNxCxK, bias_BxNxC)
@@ -199,8 +193,8 @@ class BigBirdAttention(nnx.Module):
     out_BxHxNxCxK = jnp.concatenate(
         [outer_BxHx2xCxK[:, :, :1], inner_BxHxNxCxK,
          outer_BxHx2xCxK[:, :, 1:]], axis=2)
-    out_BxLxD = out_BxHxNxCxK.transpose(0, 2, 3, 1, 4).reshape(
-        batch, num_blocks * block, dim)[:, :length]
+    out_BxLxD = attention.merge_heads(out_BxHxNxCxK.transpose(
+        0, 2, 3, 1, 4)).reshape(batch, num_blocks * block, dim)[:, :length]
     return self.out(out_BxLxD * mask_BxL[..., None])
 
   def _global_rows(self, q_BxHxNxCxK, k_BxHxNxCxK, v_BxHxNxCxK, bias_BxNxC):

@@ -31,11 +31,11 @@ overlap child, and the masked form drops that edge instead.
 Memory: the keys and values of each token's nodes are gathered, B x L x M x D
 with M = 1 + 2k log2(L): O(k L log L), never L x L. `masks_padding` holds.
 
-Initialisation as the official `reset_parameters`: xavier-uniform for the
-projections and for the edge-type vectors (whose official table has 1000
-rows; the bound sqrt(6 / (1000 + d)) is kept for the rows used). The
-projections keep it with `model.linear_init=flax`; the default `pytorch`
-(ponet preset) and `lra` redraw every `nnx.Linear` (models.LINEAR_INITS).
+Initialisation: the edge-type vectors are xavier-uniform, as the official
+`reset_parameters` (whose table has 1000 rows; the bound
+sqrt(6 / (1000 + d)) is kept for the rows used). The projections are
+initialised by the model (`model.linear_init`, models.reinit_linears), not
+xavier-uniform as there.
 
 Hyperparameters (`config.model.bpt`):
   k: 4, the official `step` of the IMDB config (`configs/imdb-4.yml`).
@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 from lra_ponet.errors import UserError
 
@@ -114,8 +114,6 @@ class BinaryPartitionAttention(nnx.Module):
   def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs, k: int = 4,
                clip: int = 5, relative_positions: bool = True,
                attention_dropout: float = 0.1, dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     if k < 1 or clip < 0:
       raise UserError(f'bpt needs k >= 1 and clip >= 0, got {k} and {clip}; '
                       'fix --config.model.bpt')
@@ -125,9 +123,8 @@ class BinaryPartitionAttention(nnx.Module):
     self.relative_positions = relative_positions
 
     self.query, self.key, self.value, self.out = (
-        projections.attention_projections(
-            dim, rngs=rngs, dtype=dtype, use_bias=False,
-            kernel_init=nnx.initializers.xavier_uniform()))
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype,
+                                        use_bias=False))
     if relative_positions:
       head_dim = dim // num_heads
       bound = math.sqrt(6 / (OFFICIAL_EDGE_TYPES + head_dim))
@@ -152,33 +149,32 @@ class BinaryPartitionAttention(nnx.Module):
                dtype=jnp.dtype(model_config.dtype))
 
   def __call__(self, x_BxLxD, mask_BxL):
-    batch, length, dim = x_BxLxD.shape
-    split = (batch, length, self.num_heads, dim // self.num_heads)
+    length = x_BxLxD.shape[1]
     padded = 1 << max(length - 1, 0).bit_length()
     nodes_LxM, types_LxM, valid_LxM, _ = (
         array[:length] for array in partition_graph(padded, self.k,
                                                     self.clip))
     mask_BxP = jnp.pad(mask_BxL, ((0, 0), (0, padded - length)))
-    key_BxNxHxK, count_BxN = self._span_means(
-        self.key(x_BxLxD).reshape(split), mask_BxP)
-    value_BxNxHxK, _ = self._span_means(self.value(x_BxLxD).reshape(split),
-                                        mask_BxP)
-    query_BxLxHxK = self.query(x_BxLxD).reshape(split)
+
+    def heads(projection):
+      return attention.split_heads(projection(x_BxLxD), self.num_heads)
+
+    key_BxNxHxK, count_BxN = self._span_means(heads(self.key), mask_BxP)
+    value_BxNxHxK, _ = self._span_means(heads(self.value), mask_BxP)
+    query_BxLxHxK = heads(self.query)
     logits_BxLxHxM = jnp.einsum('blhk,blmhk->blhm', query_BxLxHxK,
                                 key_BxNxHxK[:, nodes_LxM])
     if self.relative_positions:
       logits_BxLxHxM += jnp.einsum(
           'blhk,lmk->blhm', query_BxLxHxK,
           self.edge_types[...].astype(query_BxLxHxK.dtype)[types_LxM])
-    logits_BxLxHxM /= math.sqrt(split[-1])
+    logits_BxLxHxM /= math.sqrt(query_BxLxHxK.shape[-1])
     attend_BxLxM = (count_BxN[:, nodes_LxM] > 0) & valid_LxM[None]
-    logits_BxLxHxM = jnp.where(attend_BxLxM[:, :, None], logits_BxLxHxM,
-                               jnp.finfo(logits_BxLxHxM.dtype).min)
-    probs_BxLxHxM = self.attention_dropout(
-        jax.nn.softmax(logits_BxLxHxM, axis=-1))
+    probs_BxLxHxM = attention.masked_softmax(
+        logits_BxLxHxM, attend_BxLxM[:, :, None], self.attention_dropout)
     mixed_BxLxHxK = jnp.einsum('blhm,blmhk->blhk', probs_BxLxHxM,
                                value_BxNxHxK[:, nodes_LxM])
-    return self.out(mixed_BxLxHxK.reshape(batch, length, dim))
+    return self.out(attention.merge_heads(mixed_BxLxHxK))
 
   def _span_means(self, x_BxLxHxK, mask_BxP):
     """Every tree node's mean over its real leaves, levels concatenated."""

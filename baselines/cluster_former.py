@@ -33,13 +33,12 @@ no values in the paper's method section, all are this suite's choices:
 - `centroid_decay = 0.99`: the moving-average decay (chosen here).
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 from lra_ponet.errors import UserError
 
@@ -61,8 +60,6 @@ class ClusterFormerAttention(nnx.Module):
                clustered: bool, window: int = 256, num_clusters: int = 64,
                chunk_size: int = 256, centroid_decay: float = 0.99,
                attention_dropout: float = 0.1, dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     for name, value in (('window', window), ('num_clusters', num_clusters),
                         ('chunk_size', chunk_size)):
       if value < 1:
@@ -79,7 +76,7 @@ class ClusterFormerAttention(nnx.Module):
     self.use_running_average = False
 
     self.query, self.key, self.value, self.out = (
-        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype))
     self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
     if clustered:
       self.centroids = Centroids(jax.random.normal(
@@ -110,46 +107,22 @@ class ClusterFormerAttention(nnx.Module):
       return self._cluster_attention(x_BxLxD, mask_BxL)
     return self._window_attention(x_BxLxD, mask_BxL)
 
-  def _heads(self, projection, x_BxNxCxD):
-    *lead, dim = x_BxNxCxD.shape
-    return projection(x_BxNxCxD).reshape(
-        *lead, self.num_heads, dim // self.num_heads)
-
-  def _attend(self, x_BxNxCxD, keys_BxNxMxD, allowed_BxNxCxM):
-    """Softmax attention of each block's queries over its own keys."""
-    query = self._heads(self.query, x_BxNxCxD)
-    key = self._heads(self.key, keys_BxNxMxD)
-    value = self._heads(self.value, keys_BxNxMxD)
-    logits_BxNxHxCxM = jnp.einsum('bnchk,bnmhk->bnhcm', query,
-                                  key) / math.sqrt(query.shape[-1])
-    logits_BxNxHxCxM = jnp.where(allowed_BxNxCxM[:, :, None],
-                                 logits_BxNxHxCxM,
-                                 jnp.finfo(logits_BxNxHxCxM.dtype).min)
-    probs = self.attention_dropout(jax.nn.softmax(logits_BxNxHxCxM, axis=-1))
-    mixed_BxNxCxHxK = jnp.einsum('bnhcm,bnmhk->bnchk', probs, value)
-    return self.out(mixed_BxNxCxHxK.reshape(x_BxNxCxD.shape))
+  def _heads(self, projection, x_xD):
+    return attention.split_heads(projection(x_xD), self.num_heads)
 
   def _window_attention(self, x_BxLxD, mask_BxL):
     """Banded attention in blocks of `half_window`: each sees 3 blocks."""
-    batch, length, dim = x_BxLxD.shape
-    block = max(min(self.half_window, length), 1)
-    num_blocks = -(-length // block)
-    extra = num_blocks * block - length
-    x_BxNxCxD = jnp.pad(x_BxLxD, ((0, 0), (0, extra), (0, 0))).reshape(
-        batch, num_blocks, block, dim)
-    mask_BxNxC = jnp.pad(mask_BxL, ((0, 0), (0, extra))).reshape(
-        batch, num_blocks, block)
-    keys_BxNx3CxD = _with_neighbours(x_BxNxCxD)
-    key_mask_BxNx3C = _with_neighbours(mask_BxNxC)
-    query_pos_NxC = jnp.arange(num_blocks * block).reshape(num_blocks, block)
-    key_pos_Nx3C = query_pos_NxC[:, :1] - block + jnp.arange(3 * block)
-    near_NxCx3C = (jnp.abs(query_pos_NxC[:, :, None] - key_pos_Nx3C[:, None])
-                   <= self.half_window)
-    allowed = near_NxCx3C[None] & key_mask_BxNx3C[:, :, None]
-    mixed = self._attend(x_BxNxCxD, keys_BxNx3CxD, allowed)
-    return mixed.reshape(batch, -1, dim)[:, :length]
+    block = max(min(self.half_window, x_BxLxD.shape[1]), 1)
+    near_CxS = (np.abs(attention.block_offsets(block, block))
+                <= self.half_window)
+    mixed_BxLxHxK = attention.banded_attention(
+        self._heads(self.query, x_BxLxD), self._heads(self.key, x_BxLxD),
+        self._heads(self.value, x_BxLxD), mask_BxL, near_CxS,
+        self.attention_dropout)
+    return self.out(attention.merge_heads(mixed_BxLxHxK))
 
   def _cluster_attention(self, x_BxLxD, mask_BxL):
+    """Full attention inside chunks of the sequence sorted by cluster."""
     batch, length, dim = x_BxLxD.shape
     cluster_BxL = self._assign(x_BxLxD, mask_BxL)
     # Unique keys: sorted by cluster, then by position; padding last.
@@ -157,15 +130,13 @@ class ClusterFormerAttention(nnx.Module):
     sorted_BxLxD = jnp.take_along_axis(x_BxLxD, order_BxL[:, :, None], axis=1)
     sorted_mask_BxL = jnp.take_along_axis(mask_BxL, order_BxL, axis=1)
     chunk = min(self.chunk_size, length)
-    num_chunks = -(-length // chunk)
-    extra = num_chunks * chunk - length
-    x_BxNxCxD = jnp.pad(sorted_BxLxD, ((0, 0), (0, extra), (0, 0))).reshape(
-        batch, num_chunks, chunk, dim)
-    mask_BxNxC = jnp.pad(sorted_mask_BxL, ((0, 0), (0, extra))).reshape(
-        batch, num_chunks, chunk)
-    allowed = jnp.broadcast_to(mask_BxNxC[:, :, None],
-                               (batch, num_chunks, chunk, chunk))
-    mixed_BxLxD = self._attend(x_BxNxCxD, x_BxNxCxD, allowed).reshape(
+    x_BxNxCxD = attention.blocks(sorted_BxLxD, chunk)
+    mixed_BxNxCxHxK = attention.dense_attention(
+        self._heads(self.query, x_BxNxCxD), self._heads(self.key, x_BxNxCxD),
+        self._heads(self.value, x_BxNxCxD),
+        attention.blocks(sorted_mask_BxL, chunk)[:, :, None],
+        self.attention_dropout)
+    mixed_BxLxD = self.out(attention.merge_heads(mixed_BxNxCxHxK)).reshape(
         batch, -1, dim)[:, :length]
     inverse_BxL = jnp.argsort(order_BxL, axis=1)
     return jnp.take_along_axis(mixed_BxLxD, inverse_BxL[:, :, None], axis=1)
@@ -193,13 +164,3 @@ class ClusterFormerAttention(nnx.Module):
 def _unit(x_NxD):
   return x_NxD / jnp.maximum(jnp.linalg.norm(x_NxD, axis=-1, keepdims=True),
                              1e-6)
-
-
-def _with_neighbours(blocks_BxNxC):
-  """Concatenates blocks n-1, n, n+1 (zeros beyond the ends) on axis 2."""
-  widths = [(0, 0)] * blocks_BxNxC.ndim
-  before, after = list(widths), list(widths)
-  before[1], after[1] = (1, 0), (0, 1)
-  previous = jnp.pad(blocks_BxNxC, before)[:, :-1]
-  following = jnp.pad(blocks_BxNxC, after)[:, 1:]
-  return jnp.concatenate([previous, blocks_BxNxC, following], axis=2)

@@ -16,12 +16,11 @@ the head. `pos` holds one learned scalar per signed distance in
 `forward_position_x`, a zero, `backward_position_x`). The ReLU before the
 output projection is in the official code (every `MultiheadAttention2`).
 
-Initialisation as the official `reset_parameters`: q/k/v one xavier-uniform
-matrix of shape (D, 3D) with zero bias; output kaiming-uniform (gain sqrt 2)
-with zero bias; `w_ctx` xavier-uniform, no bias; `pos` and `head` N(0, 1).
-The three Linears keep it with `model.linear_init=flax`; the default
-`pytorch` (ponet preset) and `lra` redraw every `nnx.Linear`
-(models.LINEAR_INITS).
+Initialisation: `pos` and `head` start N(0, 1), as the official
+`reset_parameters`. The three Linears (q/k/v as one D x 3D matrix with bias,
+the output with bias, `w_ctx` without) are initialised by the model
+(`model.linear_init`, models.reinit_linears), not as the official code
+(xavier-uniform, the output kaiming-uniform, zero biases).
 
 Hyperparameters (`config.model.dman`):
   max_distance: the largest |j - i| with a learned scalar, the official
@@ -40,12 +39,11 @@ Padding keys are excluded from every softmax (finite fill instead of the
 official -inf, so padding query rows stay finite), so `masks_padding` holds.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lra_ponet.baselines import attention
 from lra_ponet.errors import UserError
 
 # The official clamp before the log.
@@ -60,18 +58,11 @@ class DynamicMaskAttention(nnx.Module):
   def __init__(self, dim: int, num_heads: int, max_distance: int, *,
                rngs: nnx.Rngs, attention_dropout: float = 0.1,
                dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     self.num_heads = num_heads
     self.max_distance = max_distance
-    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs,
-                          kernel_init=nnx.initializers.xavier_uniform(),
-                          bias_init=nnx.initializers.zeros)
-    self.out = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs,
-                          kernel_init=nnx.initializers.he_uniform(),
-                          bias_init=nnx.initializers.zeros)
-    self.context = nnx.Linear(dim, 1, use_bias=False, dtype=dtype, rngs=rngs,
-                              kernel_init=nnx.initializers.xavier_uniform())
+    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
+    self.out = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+    self.context = nnx.Linear(dim, 1, use_bias=False, dtype=dtype, rngs=rngs)
     normal = nnx.initializers.normal(stddev=1.0)
     self.forward_position = nnx.Param(normal(rngs.params(), (max_distance,)))
     self.backward_position = nnx.Param(normal(rngs.params(), (max_distance,)))
@@ -109,18 +100,12 @@ class DynamicMaskAttention(nnx.Module):
     return jnp.log(jnp.maximum(jax.nn.sigmoid(gate_BxHxLxL), MASK_FLOOR))
 
   def __call__(self, x_BxLxD, mask_BxL):
-    batch, length, dim = x_BxLxD.shape
-    split = (batch, length, self.num_heads, dim // self.num_heads)
-    query_BxLxD, key_BxLxD, value_BxLxD = jnp.split(self.qkv(x_BxLxD), 3, -1)
-    logits_BxHxLxL = jnp.einsum(
-        'bqhk,bvhk->bhqv', query_BxLxD.reshape(split),
-        key_BxLxD.reshape(split)) / math.sqrt(split[-1])
-    logits_BxHxLxL = logits_BxHxLxL + self.log_mask(x_BxLxD).astype(
-        logits_BxHxLxL.dtype)
-    logits_BxHxLxL = jnp.where(mask_BxL[:, None, None, :], logits_BxHxLxL,
-                               jnp.finfo(logits_BxHxLxL.dtype).min)
-    probs_BxHxLxL = self.attention_dropout(
-        jax.nn.softmax(logits_BxHxLxL, axis=-1))
-    mixed_BxLxHxK = jnp.einsum('bhqv,bvhk->bqhk', probs_BxHxLxL,
-                               value_BxLxD.reshape(split))
-    return self.out(jax.nn.relu(mixed_BxLxHxK.reshape(batch, length, dim)))
+    query_BxLxHxK, key_BxLxHxK, value_BxLxHxK = (
+        attention.split_heads(part_BxLxD, self.num_heads)
+        for part_BxLxD in jnp.split(self.qkv(x_BxLxD), 3, -1))
+    logits_BxHxLxL = attention.attention_logits(query_BxLxHxK, key_BxLxHxK)
+    logits_BxHxLxL += self.log_mask(x_BxLxD).astype(logits_BxHxLxL.dtype)
+    probs_BxHxLxL = attention.masked_softmax(
+        logits_BxHxLxL, mask_BxL[:, None, None, :], self.attention_dropout)
+    mixed_BxLxHxK = attention.mix_values(probs_BxHxLxL, value_BxLxHxK)
+    return self.out(jax.nn.relu(attention.merge_heads(mixed_BxLxHxK)))

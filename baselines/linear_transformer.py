@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 
 class LinearAttention(nnx.Module):
@@ -44,13 +44,11 @@ class LinearAttention(nnx.Module):
 
   def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs,
                eps: float = 1e-6, dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     self.num_heads = num_heads
     self.eps = eps
 
     self.query, self.key, self.value, self.out = (
-        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype))
 
   @classmethod
   def default_config(cls, config):
@@ -65,26 +63,18 @@ class LinearAttention(nnx.Module):
                dtype=jnp.dtype(model_config.dtype))
 
   def __call__(self, x_BxLxD, mask_BxL):
-    batch, length, dim = x_BxLxD.shape
-    split = (batch, length, self.num_heads, dim // self.num_heads)
     weight_BxLx1x1 = mask_BxL[:, :, None, None].astype(jnp.float32)
-    # The sums over L run in float32 even when the model computes in bf16.
-    query_BxLxHxK = feature_map(
-        self.query(x_BxLxD).reshape(split).astype(jnp.float32))
-    key_BxLxHxK = feature_map(
-        self.key(x_BxLxD).reshape(split).astype(jnp.float32)) * weight_BxLx1x1
-    value_BxLxHxK = (self.value(x_BxLxD).reshape(split).astype(jnp.float32)
-                     * weight_BxLx1x1)
-    context_BxHxKxK = jnp.einsum('blhk,blhv->bhkv', key_BxLxHxK,
-                                 value_BxLxHxK)
-    numerator_BxLxHxK = jnp.einsum('blhk,bhkv->blhv', query_BxLxHxK,
-                                   context_BxHxKxK)
-    denominator_BxLxH = jnp.einsum('blhk,bhk->blh', query_BxLxHxK,
-                                   key_BxLxHxK.sum(axis=1))
-    mixed_BxLxHxK = numerator_BxLxHxK / (denominator_BxLxH[..., None]
-                                         + self.eps)
-    return self.out(mixed_BxLxHxK.astype(x_BxLxD.dtype).reshape(
-        batch, length, dim))
+
+    def heads(layer):
+      # The sums over L run in float32 even when the model computes in bf16.
+      return attention.split_heads(layer(x_BxLxD),
+                                   self.num_heads).astype(jnp.float32)
+
+    mixed_BxLxHxK = attention.linear_attention(
+        feature_map(heads(self.query)),
+        feature_map(heads(self.key)) * weight_BxLx1x1,
+        heads(self.value) * weight_BxLx1x1, self.eps)
+    return self.out(attention.merge_heads(mixed_BxLxHxK.astype(x_BxLxD.dtype)))
 
 
 def feature_map(x):

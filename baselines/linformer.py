@@ -29,13 +29,11 @@ Heads and projections are the suite's (`model.num_heads`; q, k, v and output
 `nnx.Linear` layers with the suite's initialisation, as its Transformer).
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 from lra_ponet.errors import UserError
 
@@ -51,13 +49,11 @@ class Linformer(nnx.Module):
 
   def __init__(self, dim: int, num_heads: int, projection: nnx.Param, *,
                rngs: nnx.Rngs, dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     self.num_heads = num_heads
     self.projection = projection
 
     self.query, self.key, self.value, self.out = (
-        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype))
 
   @classmethod
   def default_config(cls, config):
@@ -81,7 +77,7 @@ class Linformer(nnx.Module):
                rngs=rngs, dtype=jnp.dtype(model_config.dtype))
 
   def __call__(self, x_BxLxD, mask_BxL):
-    batch, length, dim = x_BxLxD.shape
+    length = x_BxLxD.shape[1]
     projection_HxPxN = self.projection[...]
     if length > projection_HxPxN.shape[-1]:
       raise UserError(
@@ -89,22 +85,18 @@ class Linformer(nnx.Module):
           f'projection ({projection_HxPxN.shape[-1]}, fixed by '
           'config.padded_len when the model was built); build the model '
           'with a padded_len that covers the longest batch')
-    head_dim = dim // self.num_heads
-    split = (batch, length, self.num_heads, head_dim)
     weight_BxLx1x1 = mask_BxL[:, :, None, None].astype(jnp.float32)
 
     def heads(layer):
-      return layer(x_BxLxD).reshape(split).astype(jnp.float32)
+      return attention.split_heads(layer(x_BxLxD),
+                                   self.num_heads).astype(jnp.float32)
 
     projection_HxPxL = projection_HxPxN[:, :, :length].astype(jnp.float32)
-    key_BxHxPxK = jnp.einsum('hpl,blhk->bhpk', projection_HxPxL,
-                             heads(self.key) * weight_BxLx1x1)
-    value_BxHxPxK = jnp.einsum('hpl,blhk->bhpk', projection_HxPxL,
-                               heads(self.value) * weight_BxLx1x1)
-    logits_BxHxLxP = jnp.einsum('blhk,bhpk->bhlp', heads(self.query),
-                                key_BxHxPxK) / math.sqrt(head_dim)
-    mixed_BxLxHxK = jnp.einsum('bhlp,bhpk->blhk',
-                               jax.nn.softmax(logits_BxHxLxP, axis=-1),
-                               value_BxHxPxK)
-    return self.out(mixed_BxLxHxK.astype(x_BxLxD.dtype).reshape(
-        batch, length, dim))
+    key_BxPxHxK, value_BxPxHxK = (
+        jnp.einsum('hpl,blhk->bphk', projection_HxPxL,
+                   heads(layer) * weight_BxLx1x1)
+        for layer in (self.key, self.value))
+    # No mask: the projected keys mix real and (zero) padding rows alike.
+    mixed_BxLxHxK = attention.dense_attention(heads(self.query), key_BxPxHxK,
+                                              value_BxPxHxK)
+    return self.out(attention.merge_heads(mixed_BxLxHxK.astype(x_BxLxD.dtype)))

@@ -27,13 +27,11 @@ both forms the content of padding never reaches real tokens (the constant
 does not depend on it), so `masks_padding` holds. The attention branch
 excludes padding keys (a finite fill instead of fairseq's -inf).
 
-Initialisation as the official code: attention q/k/v xavier-uniform with gain
-1/sqrt(2) and PyTorch's default bias, output xavier-uniform with zero bias;
-the convolution branch's Linears xavier-uniform with zero bias; the
-lightweight taps xavier-uniform. The Linears keep it with
-`model.linear_init=flax`; the default `pytorch` (ponet preset) and `lra`
-redraw every `nnx.Linear` (models.LINEAR_INITS): the dynamic taps' Linear
-too, while the lightweight taps, a plain parameter, keep theirs.
+Initialisation: the lightweight taps, a plain parameter, start
+xavier-uniform as in the official code; every Linear, the dynamic taps'
+included, is initialised by the model (`model.linear_init`,
+models.reinit_linears), not as the official code (xavier-uniform kernels,
+gain 1/sqrt(2) for q/k/v, zero or PyTorch-default biases).
 
 Hyperparameters (`config.model.lsra`):
   conv_type: 'dynamic' (the WMT and CNN-DM configs); 'lightweight' is the
@@ -49,33 +47,16 @@ Hyperparameters (`config.model.lsra`):
 The split is half and half, as in every official config.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 from lra_ponet.errors import UserError
 
 CONV_TYPES = ('dynamic', 'lightweight')
 PADDINGS = ('fixed', 'faithful')
-
-
-def _torch_default_bias(fan_in):
-  bound = 1 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-def _xavier_linear(fan_in, fan_out, dtype, rngs, **kwargs):
-  return nnx.Linear(fan_in, fan_out, dtype=dtype, rngs=rngs,
-                    kernel_init=nnx.initializers.xavier_uniform(),
-                    bias_init=nnx.initializers.zeros, **kwargs)
 
 
 class LongShortRangeAttention(nnx.Module):
@@ -96,25 +77,24 @@ class LongShortRangeAttention(nnx.Module):
     self.kernel_size = kernel_size
     self.conv_type = conv_type
     self.padding = padding
-    scaled = nnx.initializers.variance_scaling(0.5, 'fan_avg', 'uniform')
-    for name in ('query', 'key', 'value'):
-      setattr(self, name, nnx.Linear(
-          half, half, dtype=dtype, rngs=rngs, kernel_init=scaled,
-          bias_init=_torch_default_bias(half)))
-    self.attention_out = _xavier_linear(half, half, dtype, rngs)
+    self.query, self.key, self.value, self.attention_out = (
+        attention.attention_projections(half, rngs=rngs, dtype=dtype))
     self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
     conv_dim = dim - half
     self.glu = glu and conv_type == 'dynamic'
-    self.conv_in = _xavier_linear(conv_dim, conv_dim * (1 + self.glu), dtype,
-                                  rngs)
+
+    def linear(size_out, use_bias=True):
+      return nnx.Linear(conv_dim, size_out, use_bias=use_bias, dtype=dtype,
+                        rngs=rngs)
+
+    self.conv_in = linear(conv_dim * (1 + self.glu))
     if conv_type == 'dynamic':
-      self.taps = _xavier_linear(conv_dim, conv_heads * kernel_size, dtype,
-                                 rngs, use_bias=False)
+      self.taps = linear(conv_heads * kernel_size, use_bias=False)
     else:
       self.taps = nnx.Param(nnx.initializers.xavier_uniform()(
           rngs.params(), (conv_heads, kernel_size)))
     self.weight_dropout = nnx.Dropout(weight_dropout, rngs=rngs)
-    self.conv_out = _xavier_linear(conv_dim, conv_dim, dtype, rngs)
+    self.conv_out = linear(conv_dim)
 
   @classmethod
   def default_config(cls, config):
@@ -148,12 +128,13 @@ class LongShortRangeAttention(nnx.Module):
     return jnp.concatenate([attention_BxLxA, conv_BxLxC], axis=-1)
 
   def _attention(self, x_BxLxA, mask_BxL):
-    batch, length, dim = x_BxLxA.shape
-    split = (batch, length, self.attention_heads, dim // self.attention_heads)
-    mixed_BxLxHxK = projections.dense_attention(
-        self.query(x_BxLxA).reshape(split), self.key(x_BxLxA).reshape(split),
-        self.value(x_BxLxA).reshape(split), mask_BxL, self.attention_dropout)
-    return self.attention_out(mixed_BxLxHxK.reshape(batch, length, dim))
+    query_BxLxHxK, key_BxLxHxK, value_BxLxHxK = (
+        attention.split_heads(projection(x_BxLxA), self.attention_heads)
+        for projection in (self.query, self.key, self.value))
+    mixed_BxLxHxK = attention.dense_attention(
+        query_BxLxHxK, key_BxLxHxK, value_BxLxHxK, mask_BxL[:, None],
+        self.attention_dropout)
+    return self.attention_out(attention.merge_heads(mixed_BxLxHxK))
 
   def _convolution(self, x_BxLxC, mask_BxL):
     mask_BxLx1 = mask_BxL[:, :, None]

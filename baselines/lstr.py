@@ -43,13 +43,11 @@ Padding is masked as a key of stage 1 and never reaches the latents, so
 `masks_padding` holds.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 from lra_ponet.errors import UserError
 
@@ -62,27 +60,19 @@ class CrossAttention(nnx.Module):
     self.num_heads = num_heads
 
     self.query, self.key, self.value, self.out = (
-        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype))
     self.attention_dropout = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, x_BxQxD, memory_BxMxD, memory_mask_BxM=None):
     def heads(projection, x_BxNxD):
-      batch, length, dim = x_BxNxD.shape
-      return projection(x_BxNxD).reshape(batch, length, self.num_heads,
-                                         dim // self.num_heads)
+      return attention.split_heads(projection(x_BxNxD), self.num_heads)
 
-    query = heads(self.query, x_BxQxD)
-    logits_BxHxQxM = jnp.einsum(
-        'bqhk,bmhk->bhqm', query,
-        heads(self.key, memory_BxMxD)) / math.sqrt(query.shape[-1])
-    if memory_mask_BxM is not None:
-      logits_BxHxQxM = jnp.where(memory_mask_BxM[:, None, None],
-                                 logits_BxHxQxM,
-                                 jnp.finfo(logits_BxHxQxM.dtype).min)
-    probs = self.attention_dropout(jax.nn.softmax(logits_BxHxQxM, axis=-1))
-    mixed = jnp.einsum('bhqm,bmhk->bqhk', probs,
-                       heads(self.value, memory_BxMxD))
-    return self.out(mixed.reshape(x_BxQxD.shape))
+    mixed_BxQxHxK = attention.dense_attention(
+        heads(self.query, x_BxQxD), heads(self.key, memory_BxMxD),
+        heads(self.value, memory_BxMxD),
+        None if memory_mask_BxM is None else memory_mask_BxM[:, None],
+        self.attention_dropout)
+    return self.out(attention.merge_heads(mixed_BxQxHxK))
 
 
 # The official model's nn.LayerNorm default (flax's is 1e-6).
@@ -94,7 +84,7 @@ class LatentLayer(nnx.Module):
 
   def __init__(self, dim: int, num_heads: int, ffn_dim: int, *,
                rngs: nnx.Rngs, dropout: float, dtype=jnp.float32):
-    def attention():
+    def attention_layer():
       return CrossAttention(dim, num_heads, rngs=rngs, dropout=dropout,
                             dtype=dtype)
 
@@ -105,7 +95,8 @@ class LatentLayer(nnx.Module):
     def drop():
       return nnx.Dropout(dropout, rngs=rngs)
 
-    self.self_attention, self.cross_attention = attention(), attention()
+    self.self_attention = attention_layer()
+    self.cross_attention = attention_layer()
     self.norms = nnx.List([norm(), norm(), norm()])
     self.drops = nnx.List([drop(), drop(), drop(), drop()])
     self.ffn_in = nnx.Linear(dim, ffn_dim, dtype=dtype, rngs=rngs)
@@ -151,8 +142,6 @@ class LSTRMixer(nnx.Module):
                stages=((16, 1), (32, 2)), ffn_ratio: float = 1.0,
                dropout: float = 0.2, attention_dropout: float = 0.1,
                dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     layer_args = dict(num_heads=num_heads,
                       ffn_dim=max(1, round(ffn_ratio * dim)),
                       dropout=dropout, dtype=dtype)

@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 from lra_ponet.errors import UserError
 
@@ -78,8 +78,6 @@ class Nystromformer(nnx.Module):
                num_landmarks: int = 64, conv_kernel_size: int = 35,
                pinv_iterations: int = 6, landmarks: str = 'padded',
                pinv_init: str = 'batch', dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     if landmarks not in LANDMARKS:
       raise UserError(f'unknown model.nystromformer.landmarks {landmarks!r}; '
                       f'use one of {", ".join(LANDMARKS)}')
@@ -99,7 +97,7 @@ class Nystromformer(nnx.Module):
     self.pinv_init = pinv_init
 
     self.query, self.key, self.value, self.out = (
-        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype))
     bound = 1 / math.sqrt(max(conv_kernel_size, 1))
     self.conv = nnx.Param(jax.random.uniform(
         rngs.params(), (num_heads, conv_kernel_size), minval=-bound,
@@ -123,14 +121,14 @@ class Nystromformer(nnx.Module):
                dtype=jnp.dtype(model_config.dtype))
 
   def __call__(self, x_BxLxD, mask_BxL):
-    batch, length, dim = x_BxLxD.shape
+    length, dim = x_BxLxD.shape[1:]
     head_dim = dim // self.num_heads
     weight_BxL = mask_BxL.astype(jnp.float32)
     weight_Bx1xLx1 = weight_BxL[:, None, :, None]
 
     def heads(layer):
-      return layer(x_BxLxD).astype(jnp.float32).reshape(
-          batch, length, self.num_heads, head_dim).transpose(0, 2, 1, 3)
+      return attention.split_heads(layer(x_BxLxD).astype(jnp.float32),
+                                   self.num_heads).transpose(0, 2, 1, 3)
 
     scale = head_dim ** -0.25
     query_BxHxLxK = heads(self.query) * weight_Bx1xLx1 * scale
@@ -157,8 +155,7 @@ class Nystromformer(nnx.Module):
                        @ (kernel3_BxHxMxL @ value_BxHxLxK))
     if self.conv is not None:
       mixed_BxHxLxK += self._depthwise_conv(value_BxHxLxK * weight_Bx1xLx1)
-    mixed_BxLxD = mixed_BxHxLxK.transpose(0, 2, 1, 3).reshape(
-        batch, length, dim)
+    mixed_BxLxD = attention.merge_heads(mixed_BxHxLxK.transpose(0, 2, 1, 3))
     return self.out(mixed_BxLxD.astype(x_BxLxD.dtype))
 
   def _landmarks(self, x_BxHxLxK, weight_BxL):

@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 from lra_ponet.errors import UserError
 
@@ -78,8 +78,6 @@ class Performer(nnx.Module):
   def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs,
                num_features: int = 256, redraw: str = 'fixed',
                stabilizer: str = 'per_example', dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     if redraw not in REDRAWS:
       raise UserError(f'unknown model.performer.redraw {redraw!r}; use one '
                       f'of {", ".join(REDRAWS)}')
@@ -99,7 +97,7 @@ class Performer(nnx.Module):
           self.rng(), num_features, dim // num_heads))
 
     self.query, self.key, self.value, self.out = (
-        projections.attention_projections(dim, rngs=rngs, dtype=dtype))
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype))
 
   @classmethod
   def default_config(cls, config):
@@ -115,32 +113,24 @@ class Performer(nnx.Module):
                stabilizer=own.stabilizer, dtype=jnp.dtype(model_config.dtype))
 
   def __call__(self, x_BxLxD, mask_BxL):
-    batch, length, dim = x_BxLxD.shape
-    split = (batch, length, self.num_heads, dim // self.num_heads)
     if self.redraw == 'fixed':
       features_RxK = self.features[...]
     else:
       features_RxK = orthogonal_gaussian(self.rng(), self.num_features,
-                                         split[-1])
+                                         x_BxLxD.shape[-1] // self.num_heads)
     weight_BxLx1x1 = mask_BxL[:, :, None, None].astype(jnp.float32)
 
     def heads(layer):
-      return layer(x_BxLxD).reshape(split).astype(jnp.float32)
+      return attention.split_heads(layer(x_BxLxD),
+                                   self.num_heads).astype(jnp.float32)
 
     query_BxLxHxR = self._feature_map(heads(self.query), features_RxK,
                                       is_query=True)
     key_BxLxHxR = self._feature_map(heads(self.key) * weight_BxLx1x1,
                                     features_RxK, is_query=False)
-    value_BxLxHxK = heads(self.value) * weight_BxLx1x1
-    context_BxHxRxK = jnp.einsum('blhr,blhk->bhrk', key_BxLxHxR,
-                                 value_BxLxHxK)
-    numerator_BxLxHxK = jnp.einsum('blhr,bhrk->blhk', query_BxLxHxR,
-                                   context_BxHxRxK)
-    denominator_BxLxH = jnp.einsum('blhr,bhr->blh', query_BxLxHxR,
-                                   key_BxLxHxR.sum(axis=1))
-    mixed_BxLxHxK = numerator_BxLxHxK / denominator_BxLxH[..., None]
-    return self.out(mixed_BxLxHxK.astype(x_BxLxD.dtype).reshape(
-        batch, length, dim))
+    mixed_BxLxHxK = attention.linear_attention(
+        query_BxLxHxR, key_BxLxHxR, heads(self.value) * weight_BxLx1x1)
+    return self.out(attention.merge_heads(mixed_BxLxHxK.astype(x_BxLxD.dtype)))
 
   def _feature_map(self, x_BxLxHxK, features_RxK, *, is_query):
     """Positive random features of q or k (performer_pytorch softmax_kernel)."""

@@ -25,7 +25,7 @@ Reconstructed (UNCONFIRMED), and why:
     delta = softmax over the window's real tokens of Linear(D, H * pool_size)
     applied to the window's masked mean of Y (a padding token would let its
     content in);
-  * projections Linear(D, D) with bias, the suite's default initialisation,
+  * projections Linear(D, D) with bias, initialised by the model,
     no normalisation between the levels.
 
 Both levels are banded: the queries are cut into blocks, each attending only
@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lra_ponet.baselines import attention
 from lra_ponet.errors import UserError
 
 POOLINGS = ('mean', 'ldconv')
@@ -64,8 +65,6 @@ class Poolingformer(nnx.Module):
                window1: int = 128, window2: int = 512, pool_size: int = 4,
                pooling: str = 'mean', attention_dropout: float = 0.1,
                dtype=jnp.float32):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     if pooling not in POOLINGS:
       raise UserError(f'unknown poolingformer.pooling {pooling!r}; use one '
                       f'of {", ".join(POOLINGS)}')
@@ -80,13 +79,14 @@ class Poolingformer(nnx.Module):
     self.pool_size = pool_size
     self.pooling = pooling
 
-    def linear(out=dim):
-      return nnx.Linear(dim, out, dtype=dtype, rngs=rngs)
+    def projections():
+      return attention.attention_projections(dim, rngs=rngs, dtype=dtype)
 
-    self.query1, self.key1, self.value1, self.out1 = (linear() for _ in '1234')
-    self.query2, self.key2, self.value2, self.out2 = (linear() for _ in '1234')
+    self.query1, self.key1, self.value1, self.out1 = projections()
+    self.query2, self.key2, self.value2, self.out2 = projections()
     if pooling == 'ldconv':
-      self.pool_weights = linear(num_heads * pool_size)
+      self.pool_weights = nnx.Linear(dim, num_heads * pool_size, dtype=dtype,
+                                     rngs=rngs)
     self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
 
   @classmethod
@@ -108,20 +108,17 @@ class Poolingformer(nnx.Module):
     level1_BxLxD = self._level1(x_BxLxD, mask_BxL)
     return level1_BxLxD + self.out2(self._level2(level1_BxLxD, mask_BxL))
 
-  def _heads(self, x_BxLxD):
-    batch, length, dim = x_BxLxD.shape
-    return x_BxLxD.reshape(batch, length, self.num_heads,
-                           dim // self.num_heads)
+  def _heads(self, x_xD):
+    return attention.split_heads(x_xD, self.num_heads)
 
   def _level1(self, x_BxLxD, mask_BxL):
-    length = x_BxLxD.shape[1]
-    block = max(1, min(self.half1, length))
-    offset_QxK = np.arange(block)[:, None] + block - np.arange(3 * block)
-    mixed_BxLxHxK = self._banded(
+    block = max(1, min(self.half1, x_BxLxD.shape[1]))
+    near_QxS = np.abs(attention.block_offsets(block, block)) <= self.half1
+    mixed_BxLxHxK = attention.banded_attention(
         self._heads(self.query1(x_BxLxD)), self._heads(self.key1(x_BxLxD)),
-        self._heads(self.value1(x_BxLxD)), mask_BxL, block, block,
-        np.abs(offset_QxK) <= self.half1)
-    return self.out1(mixed_BxLxHxK.reshape(x_BxLxD.shape))
+        self._heads(self.value1(x_BxLxD)), mask_BxL, near_QxS,
+        self.attention_dropout)
+    return self.out1(attention.merge_heads(mixed_BxLxHxK))
 
   def _level2(self, y_BxLxD, mask_BxL):
     """Attention of every token over the pooled windows near it."""
@@ -136,19 +133,18 @@ class Poolingformer(nnx.Module):
     weights_BxPxHxS = self._pool_weights(padded_BxLxD, mask_BxPxS)
 
     def pool(x_BxLxD):
-      x_BxPxSxHxK = self._heads(x_BxLxD).reshape(
-          batch, -1, size, self.num_heads, dim // self.num_heads)
+      x_BxPxSxHxK = self._heads(x_BxLxD.reshape(batch, -1, size, dim))
       return jnp.einsum('bphs,bpshk->bphk', weights_BxPxHxS, x_BxPxSxHxK)
 
-    # A query at i = n * Q + a sees pooled window p = (n - 1) * block + c
-    # when |p * size + centre - i| <= half2; that depends on (a, c) only.
-    distance_QxK = (np.arange(block * size)[:, None] + block * size
-                    - np.arange(3 * block)[None] * size - centre)
-    mixed_BxLxHxK = self._banded(
+    # A query at i sees pooled window p when |p * size + centre - i| <=
+    # half2: within a block and its neighbours, a band like level 1's.
+    offset_QxS = attention.block_offsets(block * size, block,
+                                         key_stride=size)
+    mixed_BxLxHxK = attention.banded_attention(
         self._heads(self.query2(y_BxLxD)), pool(self.key2(padded_BxLxD)),
         pool(self.value2(padded_BxLxD)), mask_BxPxS.any(axis=-1),
-        block * size, block, np.abs(distance_QxK) <= self.half2)
-    return mixed_BxLxHxK.reshape(y_BxLxD.shape)
+        np.abs(offset_QxS + centre) <= self.half2, self.attention_dropout)
+    return attention.merge_heads(mixed_BxLxHxK)
 
   def _pool_weights(self, x_BxLxD, mask_BxPxS):
     """Per pooled window, head and member: weights summing to 1 over reals."""
@@ -167,37 +163,3 @@ class Poolingformer(nnx.Module):
     weights_BxPxHxS = jax.nn.softmax(logits_BxPxHxS, axis=-1)
     # All-padding windows pool to zero (they are masked as keys anyway).
     return jnp.where(real_BxPx1xS, weights_BxPxHxS, 0).astype(x_BxLxD.dtype)
-
-  def _banded(self, query_BxLxHxK, key_BxMxHxK, value_BxMxHxK, key_mask_BxM,
-              query_block, key_block, allowed_Qx3K):
-    """Query block n attends key blocks n - 1, n, n + 1 where allowed."""
-    batch, length, heads, head_dim = query_BxLxHxK.shape
-    num_blocks = math.ceil(length / query_block)
-
-    def blocks(x, size):
-      pad = num_blocks * size - x.shape[1]
-      x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-      return x.reshape((batch, num_blocks, size) + x.shape[2:])
-
-    def with_neighbours(x_BxNxK):
-      padded = jnp.pad(x_BxNxK, [(0, 0), (1, 1)] + [(0, 0)] * (
-          x_BxNxK.ndim - 2))
-      return jnp.concatenate(
-          [padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], axis=2)
-
-    query_BxNxQxHxK = blocks(query_BxLxHxK, query_block)
-    key_BxNx3KxHxK = with_neighbours(blocks(key_BxMxHxK, key_block))
-    value_BxNx3KxHxK = with_neighbours(blocks(value_BxMxHxK, key_block))
-    real_BxNx3K = with_neighbours(blocks(key_mask_BxM, key_block))
-    logits_BxNxHxQx3K = jnp.einsum(
-        'bnqhk,bnvhk->bnhqv', query_BxNxQxHxK,
-        key_BxNx3KxHxK) / math.sqrt(head_dim)
-    allowed_BxNx1xQx3K = (real_BxNx3K[:, :, None, None, :]
-                          & allowed_Qx3K[None, None, None])
-    logits_BxNxHxQx3K = jnp.where(allowed_BxNx1xQx3K, logits_BxNxHxQx3K,
-                                  jnp.finfo(logits_BxNxHxQx3K.dtype).min)
-    probs_BxNxHxQx3K = self.attention_dropout(
-        jax.nn.softmax(logits_BxNxHxQx3K, axis=-1))
-    mixed_BxNxQxHxK = jnp.einsum('bnhqv,bnvhk->bnqhk', probs_BxNxHxQx3K,
-                                 value_BxNx3KxHxK)
-    return mixed_BxNxQxHxK.reshape(batch, -1, heads, head_dim)[:, :length]

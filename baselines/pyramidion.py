@@ -56,7 +56,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from baselines import transformer
+from lra_ponet.baselines import attention
+from lra_ponet.baselines import transformer
 from lra_ponet.errors import UserError
 
 # sigmoid(.) + 1e-5 (pooler_utils.py L80); also the code's padding score.
@@ -89,8 +90,12 @@ class PyramidionAttention(nnx.Module):
   @classmethod
   def from_config(cls, model_config, *, rngs, layer_index=0):
     del layer_index  # Every layer's attention is the same.
-    return cls(transformer.SelfAttention.from_config(model_config, rngs=rngs),
-               model_config.pyramidion.chunk_size)
+    # fairseq's MultiheadAttention: q, k, v and out with biases, D wide.
+    attention = transformer.SelfAttention(
+        model_config.dim, model_config.num_heads, rngs=rngs,
+        attention_dropout=model_config.attention_dropout,
+        dtype=jnp.dtype(model_config.dtype))
+    return cls(attention, model_config.pyramidion.chunk_size)
 
   @classmethod
   def pool_from_config(cls, model_config, *, rngs, layer_index):
@@ -109,12 +114,9 @@ class PyramidionAttention(nnx.Module):
   def __call__(self, x_BxLxD, mask_BxL):
     batch, length, dim = x_BxLxD.shape
     chunk = min(self.chunk_size, length)
-    num_chunks = -(-length // chunk)
-    extra = num_chunks * chunk - length
-    x_BNxCxD = jnp.pad(x_BxLxD, ((0, 0), (0, extra), (0, 0))).reshape(
-        batch * num_chunks, chunk, dim)
-    mask_BNxC = jnp.pad(mask_BxL, ((0, 0), (0, extra))).reshape(
-        batch * num_chunks, chunk)
+    # The chunks of every example, as one batch of short sequences.
+    x_BNxCxD = attention.blocks(x_BxLxD, chunk).reshape(-1, chunk, dim)
+    mask_BNxC = attention.blocks(mask_BxL, chunk).reshape(-1, chunk)
     mixed_BNxCxD = self.attention(x_BNxCxD, mask_BNxC)
     return mixed_BNxCxD.reshape(batch, -1, dim)[:, :length]
 

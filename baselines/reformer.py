@@ -7,8 +7,9 @@ L6-22, `reformer-2`) wraps `LSHSelfAttention` of huggingface transformers
 000824f: `_hash_vectors`, `_set_num_buckets`, `_attend`, `_len_and_dim_norm`):
 
 * Shared query-key: qk = x W_qk and v = x W_v, no biases; one output
-  projection with bias (the wrapper's `ff`). PyTorch's default init (kept
-  by `model.linear_init` `pytorch` and `flax`; `lra` redraws it).
+  projection with bias (the wrapper's `ff`). The model initialises them
+  (`model.linear_init`, models.reinit_linears; its default `pytorch` is
+  the official PyTorch default).
 * Hashing, per round and head, without gradient: random rotations
   R ~ N(0, 1) of shape (heads, head dim, rounds, buckets/2), drawn afresh on
   every call from the `mixer` RNG stream (HF `hash_seed=None`);
@@ -58,6 +59,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lra_ponet.baselines import attention
 from lra_ponet.errors import UserError
 
 _PAD_VALUE = -1e9  # HF mask_value_float32.
@@ -87,16 +89,6 @@ def hash_buckets(qk_BxHxLxK, rotations_HxKxNxR, factors):
   return buckets
 
 
-def _torch_linear(fan_in, fan_out, use_bias, dtype, rngs):
-  bound = 1 / math.sqrt(fan_in)
-  return nnx.Linear(
-      fan_in, fan_out, use_bias=use_bias, dtype=dtype, rngs=rngs,
-      kernel_init=nnx.initializers.variance_scaling(1 / 3, 'fan_in',
-                                                    'uniform'),
-      bias_init=lambda key, shape, dtype: jax.random.uniform(
-          key, shape, dtype, -bound, bound))
-
-
 def _rms_normalise(x, epsilon=1e-6):
   return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + epsilon)
 
@@ -108,9 +100,6 @@ class LSHSelfAttention(nnx.Module):
 
   def __init__(self, dim, num_heads, *, rngs, num_hashes=2, chunk_length=64,
                num_buckets=0, dtype=jnp.float32):
-    if dim % num_heads:
-      raise UserError(f'model.dim {dim} is not divisible by model.num_heads '
-                      f'{num_heads}; change one of them')
     if num_hashes < 1 or chunk_length < 1 or num_buckets % 2:
       raise UserError('reformer needs num_hashes >= 1, chunk_length >= 1 and '
                       'an even num_buckets (0: automatic); set '
@@ -119,9 +108,10 @@ class LSHSelfAttention(nnx.Module):
     self.num_hashes = num_hashes
     self.chunk_length = chunk_length
     self.num_buckets = num_buckets
-    self.query_key = _torch_linear(dim, dim, False, dtype, rngs)
-    self.value = _torch_linear(dim, dim, False, dtype, rngs)
-    self.out = _torch_linear(dim, dim, True, dtype, rngs)
+    self.query_key = nnx.Linear(dim, dim, use_bias=False, dtype=dtype,
+                                rngs=rngs)
+    self.value = nnx.Linear(dim, dim, use_bias=False, dtype=dtype, rngs=rngs)
+    self.out = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
     self.rng = rngs['mixer'].fork()
 
   @classmethod
@@ -148,7 +138,7 @@ class LSHSelfAttention(nnx.Module):
     return -(-length // self.chunk_length) * self.chunk_length
 
   def __call__(self, x_BxLxD, mask_BxL, rotations_HxKxNxR=None):
-    batch, length, dim = x_BxLxD.shape
+    length, dim = x_BxLxD.shape[1:]
     padded = self.padded_length(length)
     if rotations_HxKxNxR is None:
       rotations_HxKxNxR = jax.random.normal(
@@ -157,13 +147,13 @@ class LSHSelfAttention(nnx.Module):
     real_BxP = jnp.pad(mask_BxL, ((0, 0), (0, padded - length)))
 
     def heads(projection):
-      return projection(x_BxPxD).reshape(batch, padded, self.num_heads,
-                                         -1).transpose(0, 2, 1, 3)
+      return attention.split_heads(projection(x_BxPxD),
+                                   self.num_heads).transpose(0, 2, 1, 3)
 
     out_BxHxPxK = self._lsh_attention(heads(self.query_key),
                                       heads(self.value), real_BxP,
                                       rotations_HxKxNxR)
-    out_BxPxD = out_BxHxPxK.transpose(0, 2, 1, 3).reshape(batch, padded, dim)
+    out_BxPxD = attention.merge_heads(out_BxHxPxK.transpose(0, 2, 1, 3))
     return self.out(out_BxPxD[:, :length])
 
   def _lsh_attention(self, qk_BxHxPxK, v_BxHxPxK, real_BxP, rotations):

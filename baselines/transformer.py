@@ -1,6 +1,7 @@
 """Multi-head softmax self-attention, the Transformer rows of the tables.
 
-Two implementations of the same maths, chosen by `model.attention`:
+Two implementations of the same maths, chosen by
+`model.transformer.attention`:
 `xla` (an explicit L x L softmax, what the published speed tables measured)
 and `cudnn` (`jax.nn.dot_product_attention(implementation="cudnn")`, a fused
 flash kernel on NVIDIA GPUs, bf16/fp16 only).
@@ -10,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from baselines import projections
+from lra_ponet.baselines import attention
 
 from lra_ponet.errors import UserError
 
@@ -38,49 +39,48 @@ class SelfAttention(nnx.Module):
                dtype=jnp.float32):
     qkv_dim = qkv_dim or dim
     if qkv_dim % num_heads:
-      raise UserError(f'the attention width {qkv_dim} (model.qkv_dim) is not '
+      raise UserError(f'the attention width {qkv_dim} '
+                      '(model.transformer.qkv_dim) is not '
                       f'divisible by model.num_heads {num_heads}')
     _check_implementation(implementation, jnp.dtype(dtype))
     self.num_heads = num_heads
     self.implementation = implementation
 
-    def linear(size_in, size_out):
-      return nnx.Linear(size_in, size_out, use_bias=use_bias, dtype=dtype,
-                        rngs=rngs)
-
-    self.query = linear(dim, qkv_dim)
-    self.key = linear(dim, qkv_dim)
-    self.value = linear(dim, qkv_dim)
-    self.out = linear(qkv_dim, dim)
+    self.query, self.key, self.value, self.out = (
+        attention.attention_projections(dim, rngs=rngs, dtype=dtype,
+                                        use_bias=use_bias, qkv_dim=qkv_dim))
     self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
+
+  @classmethod
+  def default_config(cls, config):
+    """`attention`: an IMPLEMENTATIONS name; `qkv_dim` follows `model.dim`."""
+    return dict(attention='xla', attention_bias=True,
+                qkv_dim=config.model.get_ref('dim').identity())
 
   @classmethod
   def from_config(cls, model_config, *, rngs, layer_index=0):
     del layer_index  # Every layer is the same.
+    own = model_config.transformer
     return cls(model_config.dim, model_config.num_heads, rngs=rngs,
-               qkv_dim=model_config.qkv_dim,
-               use_bias=model_config.attention_bias,
+               qkv_dim=own.qkv_dim, use_bias=own.attention_bias,
                attention_dropout=model_config.attention_dropout,
-               implementation=model_config.attention,
+               implementation=own.attention,
                dtype=jnp.dtype(model_config.dtype))
 
   def __call__(self, x_BxLxD, mask_BxL):
-    batch, length, _ = x_BxLxD.shape
-    qkv_dim = self.query.kernel.shape[1]
-    split = (batch, length, self.num_heads, qkv_dim // self.num_heads)
-    query_BxLxHxK = self.query(x_BxLxD).reshape(split)
-    key_BxLxHxK = self.key(x_BxLxD).reshape(split)
-    value_BxLxHxK = self.value(x_BxLxD).reshape(split)
+    query_BxLxHxK, key_BxLxHxK, value_BxLxHxK = (
+        attention.split_heads(projection(x_BxLxD), self.num_heads)
+        for projection in (self.query, self.key, self.value))
     if self.implementation == 'cudnn':
       mixed_BxLxHxK = jax.nn.dot_product_attention(
           query_BxLxHxK, key_BxLxHxK, value_BxLxHxK,
           key_value_seq_lengths=mask_BxL.sum(axis=1, dtype=jnp.int32),
           implementation='cudnn')
     else:
-      mixed_BxLxHxK = projections.dense_attention(
-          query_BxLxHxK, key_BxLxHxK, value_BxLxHxK, mask_BxL,
+      mixed_BxLxHxK = attention.dense_attention(
+          query_BxLxHxK, key_BxLxHxK, value_BxLxHxK, mask_BxL[:, None],
           self.attention_dropout)
-    return self.out(mixed_BxLxHxK.reshape(batch, length, qkv_dim))
+    return self.out(attention.merge_heads(mixed_BxLxHxK))
 
 
 def _check_implementation(implementation, dtype):
@@ -92,7 +92,7 @@ def _check_implementation(implementation, dtype):
   if jax.default_backend() != 'gpu':
     raise UserError(
         f'attention=cudnn needs an NVIDIA GPU, but the backend is '
-        f'{jax.default_backend()}; use --config.model.attention=xla')
+        f'{jax.default_backend()}; use --config.model.transformer.attention=xla')
   if dtype not in (jnp.bfloat16, jnp.float16):
     raise UserError(
         f'attention=cudnn runs in bfloat16 or float16 only, not {dtype}; '

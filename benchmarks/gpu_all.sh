@@ -14,7 +14,8 @@
 #                        table2-float32 sweep, so that one table holds all
 #       family-float32   the same for the pooling and sparse-attention family
 #                        (LSRA, DeepPyramidion, Poolingformer, BPT,
-#                        Cluster-Former, DMAN, LSTR), in the same sweep
+#                        Cluster-Former, DMAN, LSTR) and every other mixer
+#                        of the registry (models.MIXERS), in the same sweep
 #       listops-ponet, listops-fnet, listops-transformer
 #                        full-length ListOps training (ponet preset, 5,000
 #                        steps, evaluation every 50), one model each, its
@@ -48,7 +49,6 @@ PARTS=(table2-float32 table2-bfloat16 listops-ponet listops-fnet
        listops-transformer table1-float32 family-float32 report)
 TABLE2_MODELS=ponet,transformer,fnet,performer,nystromformer
 TABLE1_MODELS=linformer,linear_transformer,longformer,bigbird,reformer,s4d
-FAMILY_MODELS=lsra,pyramidion,poolingformer,bpt,cluster_former,dman,lstr
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$PYTHON" -c 'import ml_collections' 2>/dev/null; then
@@ -63,6 +63,11 @@ if ! "$PYTHON" -c 'import ml_collections' 2>/dev/null; then
   fi
 fi
 
+# Every registered mixer that neither table part runs, a newly added one too.
+FAMILY_MODELS=$("$PYTHON" -c 'import sys; from lra_ponet import models
+print(",".join(m for m in models.MIXERS if m not in sys.argv[1].split(",")))' \
+  "$TABLE2_MODELS,$TABLE1_MODELS")
+
 if [[ -n "${DRY_RUN:-}" ]]; then
   export JAX_PLATFORMS=cpu
   RESULTS="${RESULTS_DIR:-$(mktemp -d)}"
@@ -76,10 +81,11 @@ if [[ -n "${DRY_RUN:-}" ]]; then
          --config.train_steps=4 --config.warmup_steps=2
          --config.eval_every=2 --config.model.num_layers=1
          --config.model.dim=16 --config.model.mlp_dim=32
-         --config.model.segment_num=8 --config.data_dir="$RESULTS/lra_release")
+         --config.data_dir="$RESULTS/lra_release")
+  PONET_TRAIN=(--config.model.ponet.segment_num=8)
   RETEST=()
   if [[ ! -d "$RESULTS/lra_release" ]]; then
-    "$PYTHON" -c "import sys; from tasks import listops_generator as g
+    "$PYTHON" -c "import sys; from lra_ponet.tasks import listops_generator as g
 g.generate_listops(sys.argv[1], seed=0, num_train=32, num_val=8,
                    num_test=8, workers=1, progress=False)" \
       "$RESULTS/lra_release/listops-1000"
@@ -91,6 +97,7 @@ else
   BENCH=(--batch_size=32 --steps=10 --warmup=3 --cell_timeout=240)
   CUDNN=",cudnn"
   TRAIN=()
+  PONET_TRAIN=()
   # The best parameters tested again on 20,000 generated test examples.
   RETEST=(--config.generator.num_test=20000)
 fi
@@ -130,8 +137,10 @@ train() {  # train MODEL
     echo "listops $1: $done_dir/results.json exists, skipped"
     return
   fi
+  local own=()
+  if [[ "$1" == ponet ]]; then own=("${PONET_TRAIN[@]}"); fi
   "$PYTHON" -m lra_ponet.run --task=listops --preset=ponet --model="$1" \
-    --workdir="$RUNS/$1" "${TRAIN[@]}"
+    --workdir="$RUNS/$1" "${TRAIN[@]}" "${own[@]}"
   # Once per run: a rerun after an interrupted copy adds no second record.
   if [[ ! -f "$RUNS/$1/evaluations.jsonl" ]]; then
     "$PYTHON" -m lra_ponet.evaluate --workdir="$RUNS/$1" "${RETEST[@]}"

@@ -56,7 +56,14 @@ SCHEDULE_DEFAULTS = {'b1': 0.9, 'b1_max': 0.95, 'b1_min': 0.85}
 
 def model_config(*, num_layers, dim, num_heads, mlp_dim, segment_num,
                  pooling):
-  """The model fields; their defaults are the official PoNet code's."""
+  """The model fields; their defaults are the official PoNet code's.
+
+  Fields of one mixer live under `model.<mixer>` (see the mixer's
+  `default_config`). A task sets two mixers' fields here, PoNet's
+  `segment_num` and the Transformer's attention biases (and LRA's
+  `qkv_dim`); `models.configure_mixer` keeps those of the chosen mixer and
+  drops the other's.
+  """
   model = ml_collections.ConfigDict(dict(
       name='ponet',  # Set from --model.
       num_layers=num_layers,
@@ -64,11 +71,8 @@ def model_config(*, num_layers, dim, num_heads, mlp_dim, segment_num,
       num_heads=num_heads,
       mlp_dim=mlp_dim,
       dropout=0.1,
-      attention_dropout=0.1,  # Transformer only.
-      attention='xla',  # Transformer only: 'xla' or 'cudnn'.
-      attention_bias=True,  # Transformer only: biases of q, k, v, out.
-      segment_num=segment_num,  # PoNet only.
-      local_window=3,  # PoNet only.
+      # Dropout on the attention weights, in every mixer that has them.
+      attention_dropout=0.1,
       pooling=pooling,  # 'mean', 'cls' or 'first' (models.POOLINGS).
       mean_over='padded_length',  # Or 'real_tokens'.
       dtype='float32',  # Compute dtype; parameters stay float32.
@@ -81,8 +85,8 @@ def model_config(*, num_layers, dim, num_heads, mlp_dim, segment_num,
       head='ponet',  # models.HEADS.
       pair_features='nli',  # Paired tasks: [u, v, u*v, u-v]; or 'concat'.
   ))
-  # Transformer only: width of q, k and v; follows dim unless set.
-  model.qkv_dim = model.get_ref('dim').identity()
+  model.ponet = ml_collections.ConfigDict(dict(segment_num=segment_num))
+  model.transformer = ml_collections.ConfigDict(dict(attention_bias=True))
   return model
 
 
@@ -103,11 +107,12 @@ def lra_model(*, num_layers, dim, num_heads, mlp_dim, segment_num, pooling,
                        pooling=pooling)
   model.update(dict(
       dropout=dropout, attention_dropout=attention_dropout,
-      attention_bias=False, layer_norm_epsilon=1e-6, linear_init='lra',
-      embedding_init_std=1.0, position_embedding=position_embedding,
-      gelu_approximate=True, head='lra', pair_features='concat'))
+      layer_norm_epsilon=1e-6, linear_init='lra', embedding_init_std=1.0,
+      position_embedding=position_embedding, gelu_approximate=True,
+      head='lra', pair_features='concat'))
+  model.transformer.attention_bias = False
   if qkv_dim is not None:
-    model.qkv_dim = qkv_dim
+    model.transformer.qkv_dim = qkv_dim
   return model
 
 

@@ -33,7 +33,7 @@ the last partial batch (validation 4,864 of 5,000 images, test 9,984 of
 10,000), here every image counts.
 """
 
-from configs import base
+from lra_ponet.configs import base
 
 SEGMENT_NUM = 32
 

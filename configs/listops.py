@@ -21,7 +21,7 @@ suite's seeded generator unless data_dir points at the release.
 
 import ml_collections
 
-from configs import base
+from lra_ponet.configs import base
 
 
 def get_config(preset='ponet'):

@@ -39,7 +39,7 @@ all pixels), here they are zeroed; the split (see split_order); LRA's
 evaluation dropped the last partial batch, here every image counts.
 """
 
-from configs import base
+from lra_ponet.configs import base
 
 SEGMENT_NUM = 1  # The paper's: one segment, a global max-pooling.
 

@@ -32,8 +32,8 @@ does, configs/pathfinder.py); later state-space models reach 96-99
 (published: S4 96.35, S5 98.58, Mega 97.98).
 """
 
-from configs import base
-from configs import pathfinder
+from lra_ponet.configs import base
+from lra_ponet.configs import pathfinder
 
 SEGMENT_NUM = pathfinder.SEGMENT_NUM
 

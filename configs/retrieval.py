@@ -31,7 +31,7 @@ document's first byte, because the dual encoder prepends no CLS token
 suite's bytes + 1.
 """
 
-from configs import base
+from lra_ponet.configs import base
 
 SEGMENT_NUM = 64
 

@@ -15,7 +15,7 @@ the test accuracy below is that of parameters selected on the test split
 
 PoNet's segment_num follows padded_len (segment_num = L, so segments are
 L // segment_num + 1 = 2 tokens long, the paper's setting at L = 4,096) at
-any length, unless set with --config.model.segment_num.
+any length, unless set with --config.model.ponet.segment_num.
 
 Expected test accuracy of the `ponet` preset (published, PoNet paper
 Table 1, 20,000 steps): PoNet 69.82, Transformer 65.02, FNet 62.52. Batch
@@ -30,7 +30,7 @@ the differences of every task (configs/base.py): LRA's byte encoder
 (tfds ByteTextEncoder) numbers bytes differently from the suite's bytes + 1.
 """
 
-from configs import base
+from lra_ponet.configs import base
 
 
 def get_config(preset='ponet'):
@@ -46,5 +46,5 @@ def get_config(preset='ponet'):
         batch_size=32, train_steps=20000, warmup_steps=8000, eval_every=500,
         model=base.ponet_model(segment_num=1))
   # The paper's segments of 2 tokens at whatever padded length is chosen.
-  config.model.segment_num = config.get_ref('padded_len').identity()
+  config.model.ponet.segment_num = config.get_ref('padded_len').identity()
   return config

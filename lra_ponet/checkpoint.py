@@ -26,9 +26,9 @@ import warnings
 
 import jax
 import orbax.checkpoint as ocp
-from flax import traverse_util
 from jax.experimental import multihost_utils
 
+from lra_ponet import config_lib
 from lra_ponet.errors import UserError
 
 CHECKPOINTS = 'checkpoints'
@@ -36,10 +36,6 @@ CHECKPOINTS = 'checkpoints'
 UNREADABLE = 'unreadable_checkpoints'
 # Files of a run besides its config and checkpoints; --overwrite removes them.
 RUN_FILES = ('metrics.jsonl', 'results.json')
-# Fields that change only logging and checkpointing, not what the run
-# computes: a run may be resumed with other values of them.
-RESUMABLE_FIELDS = frozenset({'log_every', 'checkpoint_every',
-                              'checkpoint_keep'})
 
 
 class SaveError(UserError):
@@ -76,26 +72,6 @@ def write_text_atomically(path, text: str):
                     'resume from the last checkpoint') from error
 
 
-def flat_config(config_dict: dict) -> dict:
-  """Dotted field -> value, as config.json holds it (tuples as lists)."""
-  return traverse_util.flatten_dict(json.loads(json.dumps(config_dict)),
-                                    sep='.')
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-  """`field: saved -> current` for each field that matters and differs.
-
-  Both are compared as config.json holds them, so a tuple equals its list.
-  """
-  saved, current = flat_config(saved), flat_config(current)
-  absent = '(absent)'
-  return [f'{field}: {saved.get(field, absent)} -> '
-          f'{current.get(field, absent)}'
-          for field in sorted(saved.keys() | current.keys())
-          if field.rsplit('.', 1)[-1] not in RESUMABLE_FIELDS
-          and saved.get(field, absent) != current.get(field, absent)]
-
-
 def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
                     overwrite: bool, is_writer: bool):
   """Refuses a workdir that holds a run of another config, unless overwrite.
@@ -111,7 +87,8 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
     except json.JSONDecodeError as error:
       raise UserError(f'{config_path} is not valid JSON ({error}); pass '
                       '--overwrite to start a new run there') from None
-    differences = config_differences(saved, config_dict)
+    differences = config_lib.differences(config_lib.migrate(saved),
+                                         config_dict)
     if differences:
       raise UserError(f'{workdir} holds a run with a different config '
                       f'({"; ".join(differences)}); rerun with its settings '

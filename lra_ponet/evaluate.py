@@ -9,9 +9,10 @@ that choose the data may be overridden (`DATA_FIELDS`), so the parameters fit
 the model and the preprocessing stays the run's. The best-validation
 parameters of the latest checkpoint are evaluated on --split; the result is
 printed and appended to <workdir>/evaluations.jsonl with the data source,
-the overrides and the device. With --predictions, each example's label and
-predicted class are saved beside it (`PREDICTIONS`), for analyses that need
-more than the accuracy (`python -m lra_ponet.test_set_spread`).
+the overrides and the stamp (`lra_ponet.stamp`: device, library and code
+versions). With --predictions, each example's label and predicted class are
+saved beside it (`PREDICTIONS`), for analyses that need more than the
+accuracy (`python -m lra_ponet.spread`).
 
 Generated ListOps keeps its first examples when a split grows: with the same
 seed, `generator.num_test=20000` gives the same training and validation
@@ -34,14 +35,15 @@ from absl import logging
 from ml_collections import config_flags
 import numpy as np
 
-import tasks
-from configs import base
+from lra_ponet import tasks
 from lra_ponet import checkpoint
+from lra_ponet import config_lib
+from lra_ponet import errors
 from lra_ponet import parallel
+from lra_ponet import stamp
 from lra_ponet import steps
 from lra_ponet import validation
 from lra_ponet.errors import UserError
-from lra_ponet.train import device_description
 
 # Overridable fields (and field prefixes): what data is read, not how.
 DATA_FIELDS = ('data_dir', 'data_seed', 'eval_batch_size', 'generator.',
@@ -55,11 +57,18 @@ EVALUATIONS = 'evaluations.jsonl'
 PREDICTIONS = 'predictions_{split}_{examples}_{digest}.npz'
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Workdir of a run of lra_ponet.run.')
-flags.DEFINE_enum('split', 'test', SPLITS, 'The split to evaluate.')
-flags.DEFINE_boolean('predictions', False,
-                     "Also save each example's label and predicted class "
-                     'in the workdir (named in the evaluation record).')
+
+
+def define_flags():
+  """Defined on running the command, so that importing has no effect.
+
+  --config follows in `parse_flags`, once --workdir names the run.
+  """
+  flags.DEFINE_string('workdir', None, 'Workdir of a run of lra_ponet.run.')
+  flags.DEFINE_enum('split', 'test', SPLITS, 'The split to evaluate.')
+  flags.DEFINE_boolean('predictions', False,
+                       "Also save each example's label and predicted class "
+                       'in the workdir (named in the evaluation record).')
 
 
 def rebuild_config(workdir: pathlib.Path):
@@ -69,49 +78,21 @@ def rebuild_config(workdir: pathlib.Path):
     raise UserError(f'{workdir} has no config.json; point --workdir at the '
                     'folder of a run of python -m lra_ponet.run')
   try:
-    saved = json.loads(path.read_text(encoding='utf-8'))
-    config = tasks.get_config(saved['task'], saved['preset'],
-                              saved['model']['name'])
-  except (json.JSONDecodeError, KeyError) as error:
+    return config_lib.rebuild(json.loads(path.read_text(encoding='utf-8')))
+  except json.JSONDecodeError as error:
     raise UserError(f'{path} is not the config of a run ({error!r})'
                     ) from None
-  if config.schedule != saved.get('schedule'):
-    base.set_schedule(config, saved.get('schedule'))
-  current = checkpoint.flat_config(config.to_dict())
-  for field, value in checkpoint.flat_config(saved).items():
-    if field in current and current[field] != value:
-      if isinstance(_lookup(config, field), tuple):
-        value = tuple(value)
-      config.update_from_flattened_dict({field: value})
-  differences = checkpoint.config_differences(saved, config.to_dict())
-  if differences:
-    raise UserError(f'{path} cannot be rebuilt by this version of the suite '
-                    f'({"; ".join(differences)})')
-  return config
+  except UserError as error:
+    raise UserError(f'{path}: {error}') from None
 
 
-def _lookup(config, field: str):
-  for name in field.split('.'):
-    config = config[name]
-  return config
-
-
-def check_overrides(argv, config):
-  """Unknown fields, and fields that change the model, get one line."""
-  fields = set(checkpoint.flat_config(config.to_dict()))
-  for arg in argv[1:]:
-    if not arg.startswith('--config.'):
-      continue
-    field = arg[len('--config.'):].split('=', 1)[0]
-    if field not in fields:
-      raise UserError(f'unknown config field {field!r}')
-    if not any(field == name or (name.endswith('.') and
-                                 field.startswith(name))
-               for name in DATA_FIELDS):
-      raise UserError(f'--config.{field} would change the trained model; '
-                      'an evaluation may override only '
-                      f'{", ".join(DATA_FIELDS)} (a trailing dot: any field '
-                      'under it)')
+def _refuse_model_fields(field: str):
+  if not any(field == name or (name.endswith('.') and field.startswith(name))
+             for name in DATA_FIELDS):
+    return ('it would change the trained model; an evaluation may override '
+            f'only {", ".join(DATA_FIELDS)} (a trailing dot: any field under '
+            'it)')
+  return None
 
 
 def evaluate_run(workdir, config, split: str = 'test',
@@ -153,8 +134,8 @@ def evaluate_run(workdir, config, split: str = 'test',
       'data_source': data.source,
       'data_notes': data.notes,
       'overrides': overrides or {},
-      'device': device_description(),
-      'jax_version': jax.__version__,
+      'device': stamp.device(),
+      **stamp.versions(),
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
   }
@@ -207,8 +188,8 @@ def _save_predictions(workdir, record, config, labels, predictions) -> str:
           model=config.model.name, seed=config.seed, task=config.task,
           # The run's config as trained (the report's groups), not the
           # data overrides of this evaluation.
-          config_hash=load.config_hash(json.loads(
-              (workdir / 'config.json').read_text(encoding='utf-8'))),
+          config_hash=load.config_hash(config_lib.migrate(json.loads(
+              (workdir / 'config.json').read_text(encoding='utf-8')))),
           best_step=record['best_step'], split=record['split'],
           data_source=record['data_source'])
   return name
@@ -222,20 +203,19 @@ def parse_flags(argv):
       raise UserError('--workdir is required: the folder of a run of '
                       'python -m lra_ponet.run')
     config = rebuild_config(pathlib.Path(FLAGS.workdir))
-    check_overrides(argv, config)
-    config_flags.DEFINE_config_dict('config', config)
-    return FLAGS(argv)
+    config_lib.check_overrides(argv, config, allowed=_refuse_model_fields)
   except (UserError, flags.Error) as error:
     sys.exit(f'error: {error}')
+  config_flags.DEFINE_config_dict('config', config)
+  return errors.parse_flags(argv)
 
 
 def main(argv):
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   del argv  # The overrides are read from the parsed config.
-  fields = [arg[len('--config.'):].split('=', 1)[0] for arg in sys.argv[1:]
-            if arg.startswith('--config.')]
-  overrides = {field: _lookup(FLAGS.config, field) for field in fields}
+  overrides = {field: config_lib.lookup(FLAGS.config, field)
+               for field in config_lib.override_fields(sys.argv)}
   try:
     record = evaluate_run(FLAGS.workdir, FLAGS.config, FLAGS.split, overrides,
                           save_predictions=FLAGS.predictions)
@@ -255,4 +235,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main, flags_parser=parse_flags)

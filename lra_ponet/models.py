@@ -2,28 +2,18 @@
 
 Every model of the suite is the same pre-LN encoder (token + position
 embeddings, blocks of mixer then MLP, final LayerNorm, pooling) around a token
-mixer chosen by name. A mixer is an `nnx.Module` called as
-`mixer(x_BxLxD, mask_BxL) -> BxLxD` (mask True at real tokens), built by a
-`from_config(model_config, *, rngs, layer_index)` classmethod (`layer_index`
-counts blocks from 0, for mixers whose settings change with depth), with a
-`masks_padding` attribute that says whether padding content is kept out of
-real positions. Parameters shared by all layers come from an optional
-`shared_params` classmethod (see `shared_mixer_params`).
-
-A mixer with hyperparameters of its own declares them in a classmethod
-`default_config(config) -> dict` (it may read the task config, e.g. the
-padded length); they become the fields of `config.model.<name>`, present only
-when that mixer is chosen, so `--config.model.<name>.FIELD=...` overrides
-them. A mixer that draws random numbers (hashing, random features) takes its
-keys from the `mixer` stream of `rngs` (`rngs["mixer"].fork()`), which the
-trainer seeds from `config.seed`.
+mixer chosen by name from `MIXERS`; what a mixer provides is
+`contract.TokenMixer`. A mixer's own hyperparameters are the fields of
+`config.model.<name>`, present only when that mixer is chosen
+(`configure_mixer`). A mixer that draws random numbers takes its keys from
+the `mixer` stream of `rngs`, which the trainer seeds from `config.seed`.
 
 Initialisation follows `model.linear_init` for every `nnx.Linear` of the
-model, those inside mixers included, so a mixer needs no initialiser
-arguments: `build_model` draws each Linear's kernel and bias afresh from the
-`params` stream (see `LINEAR_INITS`).
+model, those inside mixers included: `build_model` draws each Linear's
+kernel and bias afresh from the `params` stream (see `LINEAR_INITS`).
 """
 
+import importlib
 import math
 
 import jax
@@ -32,45 +22,31 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from baselines import bigbird
-from baselines import bpt
-from baselines import cluster_former
-from baselines import dman
-from baselines import fnet
-from baselines import linear_transformer
-from baselines import linformer
-from baselines import longformer
-from baselines import lsra
-from baselines import lstr
-from baselines import nystromformer
-from baselines import performer
-from baselines import poolingformer
-from baselines import pyramidion
-from baselines import reformer
-from baselines import s4d
-from baselines import transformer
-from lra_ponet import ponet
 from lra_ponet.errors import UserError
 
+# name -> 'module:Class' of a class following `contract.TokenMixer`; the
+# module is imported when the mixer is first used.
 MIXERS = {
-    'ponet': ponet.PoNetMixer,
-    'transformer': transformer.SelfAttention,
-    'fnet': fnet.FNetMixer,
-    'dman': dman.DynamicMaskAttention,
-    'lsra': lsra.LongShortRangeAttention,
-    'poolingformer': poolingformer.Poolingformer,
-    'bpt': bpt.BinaryPartitionAttention,
-    'longformer': longformer.LongformerAttention,
-    'bigbird': bigbird.BigBirdAttention,
-    'reformer': reformer.LSHSelfAttention,
-    'linear_transformer': linear_transformer.LinearAttention,
-    'linformer': linformer.Linformer,
-    'nystromformer': nystromformer.Nystromformer,
-    'performer': performer.Performer,
-    's4d': s4d.S4D,
-    'cluster_former': cluster_former.ClusterFormerAttention,
-    'pyramidion': pyramidion.PyramidionAttention,
-    'lstr': lstr.LSTRMixer,
+    'ponet': 'lra_ponet.ponet:PoNetMixer',
+    'transformer': 'lra_ponet.baselines.transformer:SelfAttention',
+    'fnet': 'lra_ponet.baselines.fnet:FNetMixer',
+    'dman': 'lra_ponet.baselines.dman:DynamicMaskAttention',
+    'lsra': 'lra_ponet.baselines.lsra:LongShortRangeAttention',
+    'poolingformer': 'lra_ponet.baselines.poolingformer:Poolingformer',
+    'bpt': 'lra_ponet.baselines.bpt:BinaryPartitionAttention',
+    'longformer': 'lra_ponet.baselines.longformer:LongformerAttention',
+    'bigbird': 'lra_ponet.baselines.bigbird:BigBirdAttention',
+    'reformer': 'lra_ponet.baselines.reformer:LSHSelfAttention',
+    'linear_transformer':
+        'lra_ponet.baselines.linear_transformer:LinearAttention',
+    'linformer': 'lra_ponet.baselines.linformer:Linformer',
+    'nystromformer': 'lra_ponet.baselines.nystromformer:Nystromformer',
+    'performer': 'lra_ponet.baselines.performer:Performer',
+    's4d': 'lra_ponet.baselines.s4d:S4D',
+    'cluster_former':
+        'lra_ponet.baselines.cluster_former:ClusterFormerAttention',
+    'pyramidion': 'lra_ponet.baselines.pyramidion:PyramidionAttention',
+    'lstr': 'lra_ponet.baselines.lstr:LSTRMixer',
 }
 
 # 'cls' reads a learned vector prepended to the sequence; 'first' reads the
@@ -100,19 +76,37 @@ PAIR_FEATURES = ('nli', 'concat')
 
 
 def mixer_class(name: str):
+  """The class of mixer `name`, its module imported on first use."""
   if name not in MIXERS:
     raise UserError(f'unknown model {name!r}; choose one of '
                     f'{", ".join(sorted(MIXERS))}')
-  return MIXERS[name]
+  module, class_name = MIXERS[name].split(':')
+  return getattr(importlib.import_module(module), class_name)
 
 
 def configure_mixer(config, name: str):
-  """Sets `config.model.name` and adds the mixer's own fields, if it has any."""
+  """Sets `config.model.name` and the chosen mixer's own fields.
+
+  They are `config.model.<name>`: the mixer's `default_config`, under the
+  values the task config set for that mixer; what the task set for other
+  mixers is dropped, so only the chosen mixer's fields can be overridden.
+  """
   mixer = mixer_class(name)
+  task_settings = {other: config.model[other] for other in MIXERS
+                   if other in config.model}
+  for other in task_settings:
+    del config.model[other]
   config.model.name = name
-  if hasattr(mixer, 'default_config'):
-    config.model[name] = ml_collections.ConfigDict(
-        mixer.default_config(config))
+  # The task's ConfigDict itself is kept: its fields may be references
+  # (Text's segment_num follows padded_len).
+  own = task_settings.get(name, ml_collections.ConfigDict())
+  defaults = (mixer.default_config(config)
+              if hasattr(mixer, 'default_config') else {})
+  for field, value in defaults.items():
+    if field not in own:
+      own[field] = value
+  if own:
+    config.model[name] = own
   return config
 
 
@@ -131,7 +125,7 @@ def check_model_config(model_config):
   _choice(model_config, 'position_embedding', POSITION_EMBEDDINGS)
   _choice(model_config, 'head', HEADS)
   _choice(model_config, 'pair_features', PAIR_FEATURES)
-  for field in ('dim', 'num_heads', 'mlp_dim', 'qkv_dim'):
+  for field in ('dim', 'num_heads', 'mlp_dim'):
     if model_config[field] < 1:
       raise UserError(f'model.{field} must be positive, got '
                       f'{model_config[field]}')
@@ -148,13 +142,14 @@ def validate_config(config, task_info):
   check_model_config(config.model)
   mixer_class(config.model.name)
   pixel_mask = config.official_pixel_quirks and not task_info.zero_is_padding
-  if config.model.attention == 'cudnn' and pixel_mask:
+  if (config.model.name == 'transformer'
+      and config.model.transformer.attention == 'cudnn' and pixel_mask):
     # The fused kernel takes per-example key lengths, i.e. a prefix of real
     # tokens; black pixels masked anywhere would be attended to.
     raise UserError(
         'attention=cudnn masks only padding at the end, but '
         f'official_pixel_quirks masks black pixels anywhere in {config.task} '
-        'images; use --config.model.attention=xla or '
+        'images; use --config.model.transformer.attention=xla or '
         '--config.official_pixel_quirks=False')
 
 

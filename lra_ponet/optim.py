@@ -12,6 +12,9 @@ import optax
 
 from lra_ponet import models
 
+# The multi_transform label of the parameters outside every mixer group.
+DEFAULT_GROUP = 'default'
+
 
 def one_cycle(warmup_steps: int, total_steps: int, *, start: float,
               middle: float, end: float):
@@ -109,7 +112,7 @@ def _grouped(config, adamw):
   transforms = {group: adamw(settings[group].learning_rate,
                              settings[group].weight_decay)
                 for group in groups}
-  transforms['default'] = default
+  transforms[DEFAULT_GROUP] = default
   group_of = {name: group for group, names in groups.items()
               for name in names}
 
@@ -118,7 +121,7 @@ def _grouped(config, adamw):
     for parent, name in zip(keys, keys[1:]):
       if parent == 'mixer' and name in group_of:
         return group_of[name]
-    return 'default'
+    return DEFAULT_GROUP
 
   return optax.multi_transform(
       transforms, lambda params: jax.tree_util.tree_map_with_path(
@@ -128,10 +131,21 @@ def _grouped(config, adamw):
 def injected_hyperparams(opt_state) -> dict:
   """AdamW's hyperparameters as of the last update (the rates it used).
 
-  With parameter groups, those of the default group (the top-level config).
+  They are found wherever they sit in the state tree (inside the clipping
+  chain, the parameter groups' multi_transform, or both); with parameter
+  groups, those of the default group (the top-level config).
   """
-  if hasattr(opt_state, 'inner_states'):  # optax.multi_transform.
-    opt_state = opt_state.inner_states['default'].inner_state
-  if not hasattr(opt_state, 'hyperparams'):  # The chain with clipping.
-    opt_state = opt_state[-1]
-  return opt_state.hyperparams
+  found = [(path, node) for path, node in jax.tree_util.tree_leaves_with_path(
+      opt_state, is_leaf=_is_injected) if _is_injected(node)]
+  if len(found) > 1:
+    found = [(path, node) for path, node in found
+             if jax.tree_util.DictKey(DEFAULT_GROUP) in path]
+  if len(found) != 1:
+    raise ValueError(f'the optimizer state holds {len(found)} default sets of '
+                     'injected hyperparameters; make_optimizer builds one')
+  return found[0][1].hyperparams
+
+
+def _is_injected(node) -> bool:
+  return isinstance(node, (optax.InjectHyperparamsState,
+                           optax.InjectStatefulHyperparamsState))

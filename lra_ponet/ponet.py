@@ -71,8 +71,6 @@ class PoNetMixer(nnx.Module):
 
   def __init__(self, dim: int, num_heads: int, segment_num: int, *,
                rngs: nnx.Rngs, local_window: int = 3):
-    if dim % num_heads:
-      raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
     if local_window < 1 or local_window % 2 == 0:
       raise ValueError(f'local_window must be odd and positive, got '
                        f'{local_window}')
@@ -93,11 +91,17 @@ class PoNetMixer(nnx.Module):
     self.out = linear()
 
   @classmethod
+  def default_config(cls, config):
+    """`segment_num` is the task's (each task config sets it); 64 is ListOps'."""
+    del config
+    return dict(segment_num=64, local_window=3)
+
+  @classmethod
   def from_config(cls, model_config, *, rngs, layer_index=0):
     del layer_index  # Every layer is the same.
-    return cls(model_config.dim, model_config.num_heads,
-               model_config.segment_num, rngs=rngs,
-               local_window=model_config.local_window)
+    own = model_config.ponet
+    return cls(model_config.dim, model_config.num_heads, own.segment_num,
+               rngs=rngs, local_window=own.local_window)
 
   def __call__(self, x_BxLxD, mask_BxL):
     params = {name: (getattr(self, name).kernel[...],

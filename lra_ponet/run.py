@@ -18,7 +18,6 @@ is split over them); `--distributed` joins a multi-host run (see README).
 import datetime
 import os
 import pathlib
-import re
 import sys
 
 import jax
@@ -27,8 +26,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-import tasks
-from configs import base
+from lra_ponet import tasks
+from lra_ponet.configs import base
+from lra_ponet import config_lib
 from lra_ponet import models
 from lra_ponet import stopping
 from lra_ponet import train
@@ -62,26 +62,6 @@ flags.DEFINE_bool('distributed', False,
                   'process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID.')
 
 
-def config_fields(config, prefix=''):
-  """Dotted names of every leaf field of a ConfigDict."""
-  for name, value in config.items():
-    if hasattr(value, 'items'):
-      yield from config_fields(value, f'{prefix}{name}.')
-    else:
-      yield f'{prefix}{name}'
-
-
-def check_overrides(argv, config):
-  """Unknown `--config.FIELD` names get one line listing the valid ones."""
-  fields = set(config_fields(config))
-  for arg in argv[1:]:
-    match = re.match(r'--config\.([^=]+)', arg)
-    if match and match.group(1) not in fields:
-      raise UserError(f'unknown config field {match.group(1)!r} for task '
-                      f'{FLAGS.task}; valid fields: '
-                      f'{", ".join(sorted(fields))}')
-
-
 def parse_flags(argv):
   """Reads --task and --preset first: they decide which config is loaded."""
   try:
@@ -89,7 +69,7 @@ def parse_flags(argv):
     config = tasks.get_config(FLAGS.task, FLAGS.preset, FLAGS.model)
     if FLAGS.schedule:
       base.set_schedule(config, FLAGS.schedule)
-    check_overrides(argv, config)
+    config_lib.check_overrides(argv, config)
     config_flags.DEFINE_config_dict('config', config)
     return FLAGS(argv)
   except (UserError, flags.Error) as error:

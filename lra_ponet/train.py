@@ -22,17 +22,17 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-import tasks
+from lra_ponet import tasks
 from lra_ponet import checkpoint
 from lra_ponet import input_pipeline
 from lra_ponet import models
 from lra_ponet import parallel
 from lra_ponet import progress as progress_lib
+from lra_ponet import stamp
 from lra_ponet import steps
 from lra_ponet import stopping
 from lra_ponet import tensorboard as tensorboard_lib
 from lra_ponet import validation
-from lra_ponet.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,9 @@ class _Run:
   put: Callable  # Places a batch on the devices.
   checkpoints: checkpoint.Checkpoints
   metric_writer: tensorboard_lib.Writer | None
+  # stamp.versions() on starting: the code that runs, even if the checkout
+  # changes during a long run.
+  versions: dict
 
   def close(self):
     self.checkpoints.close()
@@ -127,7 +130,8 @@ def _set_up(config, workdir, *, overwrite: bool, tensorboard: bool):
       put=lambda batch: parallel.put_batch(batch, batch_sharded),
       checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_keep),
       metric_writer=(tensorboard_lib.Writer(workdir)
-                     if tensorboard and is_writer else None))
+                     if tensorboard and is_writer else None),
+      versions=stamp.versions())
   return run, state
 
 
@@ -136,12 +140,7 @@ def _check_run(config, info, tensorboard: bool) -> bool:
   validation.validate_config(config)
   if tensorboard:
     tensorboard_lib.check_available()
-  mask_zero_tokens = steps.masks_zero_tokens(config, info)
-  if not mask_zero_tokens and config.padded_len != config.max_len:
-    raise UserError(f'the {config.task} task has no padding id (pixel 0 is '
-                    f'black): set config.padded_len = config.max_len '
-                    f'({config.max_len})')
-  return mask_zero_tokens
+  return steps.masks_zero_tokens(config, info)
 
 
 def _resume(run, state):
@@ -265,23 +264,17 @@ def _test_and_write(run, state, progress, wall_seconds) -> dict:
       'train_steps': config.train_steps,
       'steps_per_second': progress.steps_per_second(),
       'wall_seconds': wall_seconds(),
-      'device': device_description(),
+      'device': stamp.device(),
+      **run.versions,
       'data_source': run.data.source,
       'data_notes': run.data.notes,
       'mask_zero_tokens': run.mask_zero_tokens,
       'mean_over': config.model.mean_over,
-      'jax_version': jax.__version__,
       'config': config.to_dict(),
   }
   if run.is_writer:
     write_json(run.workdir / 'results.json', results)
   return results
-
-
-def device_description() -> str:
-  device = jax.devices()[0]
-  return (f'{jax.device_count()} x {device.device_kind} '
-          f'({jax.default_backend()})')
 
 
 def write_json(path, payload):

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from lra_ponet import input_pipeline
-from tasks import tfds_reader
+from lra_ponet.tasks import tfds_reader
 
 TFDS_NAME = 'cifar10'
 SPLITS = {'train': 'train[:90%]', 'validation': 'train[90%:]',
@@ -86,3 +86,8 @@ def load(config) -> input_pipeline.TaskData:
     splits[split] = input_pipeline.Split(**arrays)
   return input_pipeline.TaskData(source=tfds_reader.describe(builder),
                                  **splits)
+
+
+def prepare(data_dir: str) -> str:
+  """Downloads the data set into the tfds dir (`contract.Task`)."""
+  return tfds_reader.prepare('image', TFDS_NAME, data_dir)

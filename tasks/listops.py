@@ -12,7 +12,7 @@ import numpy as np
 
 from lra_ponet import input_pipeline
 from lra_ponet.errors import UserError
-from tasks import listops_generator
+from lra_ponet.tasks import listops_generator
 
 # Fixed and sorted, unlike the official set-built vocabulary whose ids changed
 # from run to run; id 0 is padding.

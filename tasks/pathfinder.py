@@ -34,8 +34,8 @@ from PIL import Image
 
 from lra_ponet import input_pipeline
 from lra_ponet.errors import UserError
-from tasks import image
-from tasks import pathfinder_generator
+from lra_ponet.tasks import image
+from lra_ponet.tasks import pathfinder_generator
 
 SPLIT_DIR = 'curv_contour_length_14'  # The "hard" split LRA uses.
 # config.split_order -> how results describe it.

@@ -7,7 +7,7 @@ pixel-0 switch are Pathfinder's (tasks/pathfinder.py).
 """
 
 from lra_ponet import input_pipeline
-from tasks import pathfinder
+from lra_ponet.tasks import pathfinder
 
 INFO = input_pipeline.TaskInfo(name='pathx', num_classes=2, vocab_size=256,
                                zero_is_padding=False)

@@ -17,7 +17,7 @@ import numpy as np
 
 from lra_ponet import input_pipeline
 from lra_ponet.errors import UserError
-from tasks import text
+from lra_ponet.tasks import text
 
 SPLIT_FILES = {'train': 'new_aan_pairs.train.tsv',
                'validation': 'new_aan_pairs.eval.tsv',
@@ -27,6 +27,8 @@ COLUMNS = ('label', 'id1', 'id2', 'text1', 'text2')
 # task length, so the limit only matters for max_len > 10,000.
 DOCUMENT_BYTES = 10_000
 
+RELEASE_URL = ('https://storage.googleapis.com/long-range-arena/'
+               'lra_release.gz')
 INFO = input_pipeline.TaskInfo(name='retrieval', num_classes=2,
                                vocab_size=257, paired=True)
 # Cache key of the tokenised arrays: the code that makes them.
@@ -95,3 +97,13 @@ def load(config) -> input_pipeline.TaskData:
                                       read_tsv, config, recipe=RECIPE)
   return input_pipeline.TaskData(source=f'LRA release files {directory}',
                                  **splits)
+
+
+def prepare(data_dir: str) -> str:
+  """Only the LRA release has the data: where to get it (`contract.Task`)."""
+  del data_dir
+  raise UserError(
+      f'retrieval: the data exists only in the LRA release: download '
+      f'{RELEASE_URL} (about 8 GB), unpack it (`tar xzf lra_release.gz`) and '
+      f'pass --config.data_dir=<dir>/lra_release, which must hold '
+      'tsv_data/new_aan_pairs.train.tsv')

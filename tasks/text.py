@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from lra_ponet import input_pipeline
-from tasks import tfds_reader
+from lra_ponet.tasks import tfds_reader
 
 TFDS_NAME = 'imdb_reviews'
 NOTES = ('validation = test split: IMDb has no validation split, so the test '
@@ -63,3 +63,8 @@ def load(config) -> input_pipeline.TaskData:
   return input_pipeline.TaskData(
       train=splits['train'], validation=splits['test'], test=splits['test'],
       source=tfds_reader.describe(builder), notes=NOTES)
+
+
+def prepare(data_dir: str) -> str:
+  """Downloads the data set into the tfds dir (`contract.Task`)."""
+  return tfds_reader.prepare('text', TFDS_NAME, data_dir)

@@ -19,6 +19,21 @@ def prepare_command(task: str) -> str:
           'and `pip install -e .[prepare]`)')
 
 
+def prepare(task: str, name: str, data_dir: str) -> str:
+  """Downloads tfds data set `name` as array_record files; says where."""
+  tfds = import_tfds(task)
+  try:
+    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    raise UserError('preparing tensorflow-datasets data needs TensorFlow '
+                    'once: run `pip install -e .[prepare]`') from None
+  builder = tfds.builder(name, data_dir=str(tfds_dir(data_dir)))
+  builder.download_and_prepare(file_format='array_record')
+  return (f'{task}: {name} written to {builder.data_dir}; run `python -m '
+          f'lra_ponet.run --task={task}`'
+          + (f' --config.data_dir={data_dir}' if data_dir else ''))
+
+
 def tfds_dir(data_dir: str) -> pathlib.Path:
   """`data_dir` (config.data_dir), else the suite's tfds dir in its cache."""
   if data_dir:

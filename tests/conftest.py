@@ -33,7 +33,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope='session')
 def tiny_listops_dir(tmp_path_factory):
   """A release-style folder (`listops-1000/basic_*.tsv`) of generated data."""
-  from tasks import listops_generator
+  from lra_ponet.tasks import listops_generator
   root = tmp_path_factory.mktemp('lra_release')
   listops_generator.generate_listops(root / 'listops-1000', seed=0,
                                      num_train=64, num_val=16, num_test=16,
@@ -55,8 +55,7 @@ TINY_LISTOPS = ('--config.max_len=256', '--config.padded_len=256',
                 '--config.batch_size=4', '--config.eval_batch_size=8',
                 '--config.train_steps=4', '--config.eval_every=2',
                 '--config.warmup_steps=2', '--config.model.num_layers=1',
-                '--config.model.dim=16', '--config.model.mlp_dim=32',
-                '--config.model.segment_num=8')
+                '--config.model.dim=16', '--config.model.mlp_dim=32')
 
 # Each mixer's own sizes scaled to sequences of about 16 tokens, so that a
 # tiny test exercises its sparse pattern, pooling or projection rather than a
@@ -74,3 +73,39 @@ SHORT_MIXER_SETTINGS = {
     'reformer': dict(chunk_length=4),
     's4d': dict(state_dim=16),
 }
+
+
+def tiny_model_config(name, length=14, short=False, **overrides):
+  """A 2-layer, 16-wide model config for sequences of `length` tokens.
+
+  `short`: the mixer's own sizes scaled to such lengths (SHORT_MIXER_SETTINGS).
+  """
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from lra_ponet import models  # pylint: disable=import-outside-toplevel
+  from lra_ponet.configs import base  # pylint: disable=import-outside-toplevel
+  model = base.model_config(num_layers=2, dim=16, num_heads=2, mlp_dim=32,
+                            segment_num=3, pooling='mean')
+  model.update(overrides)
+  config = ml_collections.ConfigDict(dict(max_len=length, padded_len=length,
+                                          model=model))
+  model = models.configure_mixer(config, name).model
+  if short and name in SHORT_MIXER_SETTINGS:
+    model[name].update(SHORT_MIXER_SETTINGS[name])
+  return model
+
+
+def torch_one_cycle(k, total, pct_start, start, middle, end):
+  """PyTorch OneCycleLR.get_lr (linear, three_phase=False) at last_epoch=k.
+
+  Written from its source: for lr, start = max_lr / div_factor, middle =
+  max_lr, end = start / final_div_factor; for momentum, max -> base -> max.
+  """
+  phases = [(float(pct_start * total) - 1, start, middle),
+            (total - 1, middle, end)]
+  start_step = 0.0
+  for index, (end_step, low, high) in enumerate(phases):
+    if k <= end_step or index == len(phases) - 1:
+      pct = (k - start_step) / (end_step - start_step)
+      return (high - low) * pct + low
+    start_step = end_step
+  raise AssertionError('unreachable')

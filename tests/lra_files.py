@@ -8,7 +8,6 @@ TensorFlow.
 
 import pathlib
 
-import numpy as np
 from PIL import Image
 
 

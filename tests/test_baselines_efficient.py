@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import tasks
-from baselines import nystromformer
+from lra_ponet import tasks
+from lra_ponet.baselines import nystromformer
 from lra_ponet import models
 from lra_ponet import optim
 from lra_ponet.errors import UserError
 from lra_ponet.input_pipeline import TaskInfo
-from test_models import tiny_model_config
+from conftest import tiny_model_config
 
 DIM, HEADS, LENGTH = 16, 2, 12
 

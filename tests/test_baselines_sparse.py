@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from baselines import bigbird
-from baselines import longformer
-from baselines import reformer
+from lra_ponet.baselines import bigbird
+from lra_ponet.baselines import longformer
+from lra_ponet.baselines import reformer
 from lra_ponet.errors import UserError
 
 DIM, HEADS = 8, 2

@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 from absl import flags
 
-import tasks
+from lra_ponet import tasks
 from lra_ponet import plot
 from lra_ponet.bench import __main__ as bench_main
 from lra_ponet.bench import child
+from lra_ponet import stamp
+from lra_ponet.bench import peaks
 from lra_ponet.bench import schema
-from lra_ponet.bench import stamp
 from lra_ponet.bench import sweep
 from lra_ponet.errors import UserError
 from lra_ponet.report import accuracy
@@ -80,6 +81,9 @@ def test_tiny_sweep_records_every_cell(tiny_sweep):
     assert cell.compile_s > 0 and cell.plan_temp_bytes > 0
     assert math.isnan(cell.peak_bytes_in_use)  # CPU: no memory_stats.
     assert cell.platform == 'cpu' and cell.jax_version
+    assert cell.optax_version and cell.numpy_version
+    assert cell.git_commit == stamp.code_version()['git_commit']
+    assert cell.git_clean in (True, False)
     assert json.loads(cell.config_json)['model']['name'] == key[0]
   assert cells[('ponet', 512)].segment_len == 512 // 64 + 1
   assert cells[('transformer', 512)].attention == 'xla'
@@ -205,17 +209,49 @@ def test_impossible_flags(parse_bench_flags, args, message):
     bench_main.check_flags()
 
 
+@pytest.mark.parametrize('overrides, message', [
+    ({'model.dimm': '3'}, "unknown config field 'model.dimm'"),
+    ({'model.dim': 'wide'}, "--config.model.dim: cannot read 'wide'"),
+    ({'max_len': '64'}, '--config.max_len is set by each cell; use --lengths'),
+    ({'model.transformer.qkv_dim': '8'}, 'belong to the transformer mixer'),
+])
+def test_impossible_overrides(parse_bench_flags, overrides, message):
+  parse_bench_flags('--models=ponet,fnet', '--lengths=32')
+  with pytest.raises(UserError, match=message):
+    bench_main.check_flags(overrides)
+
+
+def test_overrides_reach_the_cells_that_have_them_and_the_rows(
+    parse_bench_flags):
+  parse_bench_flags('--models=ponet,fnet', '--lengths=32')
+  overrides = {'model.dim': '32', 'model.ponet.segment_num': '8'}
+  bench_main.check_flags(overrides)
+  settings = bench_main.settings_from_flags(overrides)
+  rows = {}
+  for model in ('ponet', 'fnet'):
+    cell = sweep.make_cell(settings, model, '', 32, 2)
+    rows[model] = schema.row_for(cell, {'status': 'ok'}, {})
+  for row in rows.values():
+    assert json.loads(row['overrides']) == overrides
+    assert json.loads(row['config_json'])['model']['dim'] == 32
+  assert rows['ponet']['segment_num'] == 8
+  assert json.loads(rows['ponet']['config_json'])['model']['ponet'] == {
+      'segment_num': 8, 'local_window': 3}
+  assert 'ponet' not in json.loads(rows['fnet']['config_json'])['model']
+
+
 def test_until_oom_doubles_while_a_model_runs(parse_bench_flags):
   parse_bench_flags('--until_oom', '--max_length=4096', '--lengths=512,1024')
   stopped = {}
   mixers = [('ponet', ''), ('transformer', 'xla')]
-  lengths = sweep.lengths_to_run([512, 1024], stopped, mixers, None)
+  settings = bench_main.settings_from_flags()
+  lengths = sweep.lengths_to_run(settings, [512, 1024], stopped, mixers)
   assert [next(lengths) for _ in range(3)] == [512, 1024, 2048]
   stopped['transformer (xla)'] = ('OOM', 2048)
   assert next(lengths) == 4096
   assert list(lengths) == []  # --max_length.
   stopped['ponet'] = ('TIMEOUT', 2048)
-  assert list(sweep.lengths_to_run([512], stopped, mixers, None)) == [512]
+  assert list(sweep.lengths_to_run(settings, [512], stopped, mixers)) == [512]
 
 
 def test_rows_append_and_other_columns_are_refused(tmp_path):
@@ -230,38 +266,30 @@ def test_rows_append_and_other_columns_are_refused(tmp_path):
     schema.open_csv(path)
 
 
-@pytest.mark.parametrize('kind, dtype, peaks', [
+@pytest.mark.parametrize('kind, dtype, device_peaks', [
     ('NVIDIA H100 80GB HBM3', 'bfloat16', (990.0, 3350.0)),
     ('NVIDIA H100 80GB HBM3', 'float32', (67.0, 3350.0)),
     ('NVIDIA H200', 'bfloat16', (990.0, 4800.0)),
 ])
-def test_fractions_of_the_device_peaks(kind, dtype, peaks):
-  rates = stamp.achieved({'steps_per_s': 4.0, 'flops_per_step': 2.5e12,
+def test_fractions_of_the_device_peaks(kind, dtype, device_peaks):
+  rates = peaks.achieved({'steps_per_s': 4.0, 'flops_per_step': 2.5e12,
                           'bytes_per_step': 5e10}, dtype, kind)
   assert rates['tflops_per_s'] == 10.0 and rates['gb_per_s'] == 200.0
-  assert (rates['peak_tflops_per_s'], rates['peak_gb_per_s']) == peaks
-  assert rates['tflops_fraction'] == pytest.approx(10.0 / peaks[0])
-  assert rates['bandwidth_fraction'] == pytest.approx(200.0 / peaks[1])
-  unknown = stamp.achieved({'steps_per_s': 4.0, 'flops_per_step': 1e9},
+  assert (rates['peak_tflops_per_s'], rates['peak_gb_per_s']) == device_peaks
+  assert rates['tflops_fraction'] == pytest.approx(10.0 / device_peaks[0])
+  assert rates['bandwidth_fraction'] == pytest.approx(200.0 / device_peaks[1])
+  unknown = peaks.achieved({'steps_per_s': 4.0, 'flops_per_step': 1e9},
                            dtype, 'Tesla T4')
   assert set(unknown) == {'tflops_per_s'}
 
 
-def test_csv_of_earlier_columns_gets_the_new_ones(tmp_path):
+def test_a_sweep_does_not_append_to_a_csv_of_earlier_columns(tmp_path):
   path = tmp_path / 'bench_nvidia_h100_80gb_hbm3.csv'
   shutil.copy(FIXTURE, path)
-  before = pd.read_csv(FIXTURE)
-  assert 'gb_per_s' not in before.columns
-  stream, writer = schema.open_csv(path)
-  with stream:
-    writer.writerow(dict(before.iloc[-1].to_dict(), gb_per_s=1.5))
-  after = pd.read_csv(path)
-  assert list(after.columns) == list(schema.COLUMNS)
-  pd.testing.assert_frame_equal(after[before.columns].iloc[:-1], before)
-  assert after['gb_per_s'].iloc[-1] == 1.5
-  assert after['gb_per_s'].iloc[:-1].isna().all()
-  assert len(load.load_bench(tmp_path)['nvidia_h100_80gb_hbm3']) == len(
-      after)
+  with pytest.raises(UserError, match='written with other columns; move it '
+                     'aside'):
+    schema.open_csv(path)
+  assert path.read_bytes() == FIXTURE.read_bytes()
 
 
 def fixture_frame(tmp_path):
@@ -291,6 +319,21 @@ def test_report_tables_from_fixture(tmp_path):
   every = speed.bench_report('nvidia_h100_80gb_hbm3', frame,
                               all_sweeps=True)
   assert 'sweep 20250101T000000Z-1' in every
+
+
+def test_stamp_line_shows_the_versions_and_commit_a_sweep_recorded(tmp_path):
+  (older,) = speed.select_sweeps(fixture_frame(tmp_path), all_sweeps=False)
+  # The fixture's rows predate optax_version, numpy_version and git_clean.
+  assert 'flax 0.12.8 · bfloat16' in speed.stamp(older)
+  assert 'git 0123456789ab ·' in speed.stamp(older)
+  line = speed.stamp(older.assign(optax_version='0.2.8', numpy_version='2.4',
+                                  git_clean=False))
+  assert 'flax 0.12.8, optax 0.2.8, numpy 2.4 · bfloat16' in line
+  assert 'git 0123456789ab+dirty ·' in line
+  assert 'git unknown ·' in speed.stamp(older.assign(git_commit=None))
+  # Rows older than git_clean marked local edits on the commit itself.
+  assert 'git 0123456789ab+dirty ·' in speed.stamp(
+      older.assign(git_commit='0123456789abcdef+dirty'))
 
 
 
@@ -368,6 +411,20 @@ def _write_evaluations(run_dir, *records):
   (run_dir / 'evaluations.jsonl').write_text(''.join(
       json.dumps(dict(split='test', overrides={}, examples=2000) | record)
       + '\n' for record in records))
+
+
+def test_accuracy_rows_show_the_commits_the_runs_recorded(tmp_path):
+  runs = tmp_path / 'runs'
+  digest = _write_run(runs, 'seed0', 0.37, seed=0)
+  _write_run(runs, 'seed1', 0.39, seed=1)
+  # Results older than the commit in the stamp: the row as it was.
+  assert _row(accuracy.accuracy_report(runs), digest).endswith(
+      '| padded_length | 1 x cpu (cpu) |')
+  path = runs / 'seed1' / 'results.json'
+  path.write_text(json.dumps(dict(json.loads(path.read_text()),
+                                  git_commit='89abcdef' * 5, git_clean=True)))
+  assert _row(accuracy.accuracy_report(runs), digest).endswith(
+      '| 1 x cpu (cpu); git 89abcdef89ab, unknown |')
 
 
 def test_accuracy_table_shows_the_largest_retest_of_every_run(tmp_path):

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-import tasks
+from lra_ponet import tasks
 from lra_ponet import checkpoint
 from lra_ponet import optim
 from lra_ponet import parallel
@@ -37,7 +37,7 @@ from lra_ponet import stopping
 from lra_ponet import train
 from lra_ponet import workdir_lock
 from lra_ponet.errors import UserError
-from tasks import listops_generator
+from lra_ponet.tasks import listops_generator
 
 TRAIN_STEPS = 24
 # Checkpoints at 8, 16 and 24 fall between evaluations (6, 12, 18, 24), so a
@@ -47,7 +47,7 @@ OVERRIDES = dict(train_steps=TRAIN_STEPS, eval_every=6, checkpoint_every=8,
                  batch_size=4, eval_batch_size=4, **{
                      'model.num_layers': 1, 'model.dim': 16,
                      'model.num_heads': 2, 'model.mlp_dim': 32,
-                     'model.segment_num': 4})
+                     'model.ponet.segment_num': 4})
 
 # Runs the CLI; from step SLOW_FROM_STEP on, each training batch takes
 # SLOW_SECONDS, so that a test can signal the run at a known point.

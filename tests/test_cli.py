@@ -1,16 +1,23 @@
-"""`python -m lra_ponet.run` end to end, and its one-line errors."""
+"""`python -m lra_ponet.run` end to end; every command's one-line errors."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from conftest import TINY_LISTOPS, run_cli
-from lra_ponet import models
-from test_train import torch_one_cycle
+from conftest import TINY_LISTOPS, run_cli, torch_one_cycle
 
 RESULT_KEYS = {'task', 'model', 'num_params', 'best_val_accuracy',
                'test_accuracy', 'train_steps', 'steps_per_second',
-               'wall_seconds', 'device', 'data_source', 'config'}
+               'wall_seconds', 'device', 'data_source', 'config',
+               # The stamp: lra_ponet.stamp.
+               'jax_version', 'jaxlib_version', 'flax_version',
+               'optax_version', 'numpy_version', 'git_commit', 'git_clean'}
+# The modules of every command: `python -m lra_ponet.<command>`.
+COMMANDS = ('lra_ponet.run', 'lra_ponet.evaluate', 'lra_ponet.bench.__main__',
+            'lra_ponet.report.__main__', 'lra_ponet.plot', 'lra_ponet.data',
+            'lra_ponet.spread')
 
 
 # The CLI's part is the same for every mixer; these cover the three originals
@@ -66,7 +73,7 @@ def test_trains_and_tests_each_model(model, tiny_listops_dir, tmp_path):
     (('--config.max_len=0',), 'max_len must be positive'),
     (('--config.schedule=linear',), "unknown schedule 'linear'"),
     # Fails before the 100,000 ListOps examples would be generated.
-    (('--config.model.segment_num=0',),
+    (('--config.model.ponet.segment_num=0',),
      'config.model (ponet): segment_num must be positive, got 0'),
     (('--config.schedule=rsqrt',), 'config.b1 is needed by the rsqrt '
      'schedule; pick a schedule with --schedule=rsqrt'),
@@ -92,3 +99,35 @@ def test_uncreatable_workdir_gets_one_line(tmp_path):
   assert done.stderr.strip().splitlines()[-1] == (
       f'error: cannot use {tmp_path}/file/run as the workdir: Not a '
       f'directory ({tmp_path}/file/run); choose another --workdir')
+
+
+def test_the_commands_import_into_one_process_without_their_flags():
+  # absl flags are global: two commands defining --workdir on import clash.
+  code = ('import importlib, sys\nfrom absl import flags\n'
+          f'for name in {COMMANDS!r}: importlib.import_module(name)\n'
+          "print(sorted({'split', 'results_dir', 'prediction_files', 'lengths',"
+          " 'data_dir'} & set(flags.FLAGS)))")
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == '[]'
+
+
+@pytest.mark.parametrize('module,args,message', [
+    ('lra_ponet.bench', ('--lengths=512', 'extra'),
+     'unexpected arguments extra; every argument is a --flag=value'),
+    ('lra_ponet.report', ('--all_sweep',),
+     "Unknown command line flag 'all_sweep'"),
+    ('lra_ponet.plot', ('results',), 'unexpected arguments results'),
+    # An unquoted glob: the shell hands over its files.
+    ('lra_ponet.spread', ('--prediction_files=a.npz', 'b.npz'),
+     'unexpected arguments b.npz; every argument is a --flag=value (quote a '
+     'glob pattern)'),
+    ('lra_ponet.data', ('--task=listops',), 'give a command, prepare'),
+    ('lra_ponet.data', ('prepare',), '--task is required: one of listops,'),
+    ('lra_ponet.evaluate', ('--split=test',), '--workdir is required'),
+])
+def test_every_command_reports_bad_input_in_one_line(module, args, message):
+  done = run_cli(*args, module=module)
+  assert done.returncode == 1 and 'Traceback' not in done.stderr
+  assert done.stderr.strip().splitlines()[-1].startswith(f'error: {message}')

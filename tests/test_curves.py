@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tasks
+from lra_ponet import tasks
 from lra_ponet import curves
 from lra_ponet import tensorboard
 from lra_ponet import train
@@ -105,7 +105,8 @@ def test_a_run_with_tensorboard_logs_what_metrics_jsonl_has(
   config.update(dict(max_len=32, padded_len=32, batch_size=4,
                      eval_batch_size=8, train_steps=4, eval_every=2,
                      warmup_steps=2))
-  config.model.update(dict(num_layers=1, dim=16, mlp_dim=32, segment_num=4))
+  config.model.update(dict(num_layers=1, dim=16, mlp_dim=32))
+  config.model.ponet.segment_num = 4
   train.train_and_evaluate(config, tmp_path, tensorboard=True)
   records = [json.loads(line)
              for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]

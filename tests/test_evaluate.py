@@ -5,18 +5,19 @@ import json
 import numpy as np
 import pytest
 
-import tasks
+from lra_ponet import tasks
 from conftest import run_cli
 from lra_ponet import checkpoint
+from lra_ponet import config_lib
 from lra_ponet import evaluate
 from lra_ponet import models
 from lra_ponet import train
 from lra_ponet.report import load
-from tasks import listops_generator
+from lra_ponet.tasks import listops_generator
 
 TINY = dict(max_len=256, padded_len=256, batch_size=4, eval_batch_size=8,
             train_steps=4, eval_every=2, warmup_steps=2)
-TINY_MODEL = dict(num_layers=1, dim=16, mlp_dim=32, segment_num=8)
+TINY_MODEL = dict(num_layers=1, dim=16, mlp_dim=32, ponet=dict(segment_num=8))
 
 
 @pytest.fixture(scope='module')
@@ -31,8 +32,8 @@ def finished_run(tiny_listops_dir, tmp_path_factory):
 def test_the_config_is_rebuilt_exactly(finished_run):
   workdir, results = finished_run
   config = evaluate.rebuild_config(workdir)
-  assert not checkpoint.config_differences(results['config'],
-                                           config.to_dict())
+  assert not config_lib.differences(results['config'], config.to_dict(),
+                                    ignored=frozenset())
 
 
 def test_evaluation_reproduces_the_run_and_records_itself(finished_run):
@@ -48,6 +49,11 @@ def test_evaluation_reproduces_the_run_and_records_itself(finished_run):
              (workdir / evaluate.EVALUATIONS).read_text().splitlines()]
   assert [record['split'] for record in records] == ['test', 'validation']
   assert records[0]['data_source'] == results['data_source']
+  # The stamp of results.json (git_clean may change as the checkout does).
+  for key in ('device', 'jax_version', 'jaxlib_version', 'flax_version',
+              'optax_version', 'numpy_version', 'git_commit'):
+    assert records[0][key] == results[key]
+  assert records[0]['git_clean'] in (True, False, None)
 
 
 def test_predictions_are_saved_with_what_they_are_of(finished_run):
@@ -88,7 +94,7 @@ def test_a_grown_generated_split_keeps_its_first_examples(tmp_path):
 
 
 @pytest.mark.parametrize('args,message', [
-    (('--config.model.dim=8',), '--config.model.dim would change the '
+    (('--config.model.dim=8',), '--config.model.dim: it would change the '
      'trained model'),
     (('--config.eval_batch_sise=8',), "unknown config field "
      "'eval_batch_sise'"),

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import base
-from baselines import bpt
+from lra_ponet.configs import base
+from lra_ponet.baselines import bpt
 from lra_ponet import models
 from lra_ponet.errors import UserError
-from test_models import tiny_model_config
+from conftest import tiny_model_config
 
 BATCH, LENGTH, DIM, HEADS = 2, 13, 16, 2
 
@@ -378,9 +378,20 @@ def test_bpt_matches_reference(length, masked, drop_aliased):
       _bpt_reference(mixer, x_BxLxD, mask_BxL, drop_aliased), mask_BxL)
 
 
-def test_bpt_official_graph_aliases_past_a_level_end():
-  aliased = set(_official_bpt_edges(5, 1, 5)[0])
-  assert aliased - set(_official_bpt_edges(5, 1, 5, drop_aliased=True)[0])
+def test_bpt_drops_the_official_alias_past_a_level_end():
+  # At 5 real tokens (k=1) the official builder names the node one past a
+  # level's end, i.e. the next level's first node; the masked form drops
+  # that edge (bpt.py), so it follows the reference without the alias.
+  official = set(_official_bpt_edges(5, 1, 5)[0])
+  assert official - set(_official_bpt_edges(5, 1, 5, drop_aliased=True)[0])
+  mixer = _mixer('bpt', length=8, k=1, clip=5)
+  x_BxLxD, mask_BxL = _inputs(length=8)  # Real lengths 8 and 5.
+  mixed = np.asarray(mixer(x_BxLxD, mask_BxL))
+  _assert_real_rows_close(
+      mixed, _bpt_reference(mixer, x_BxLxD, mask_BxL, drop_aliased=True),
+      mask_BxL)
+  aliased = _bpt_reference(mixer, x_BxLxD, mask_BxL, drop_aliased=False)
+  assert not np.allclose(mixed[1, :5], aliased[1, :5], rtol=1e-4, atol=1e-5)
 
 
 def test_bpt_memory_is_k_n_log_n():

@@ -7,10 +7,10 @@ import optax
 import pytest
 from flax import nnx
 
-import tasks
-from baselines import cluster_former
-from baselines import lstr
-from baselines import pyramidion
+from lra_ponet import tasks
+from lra_ponet.baselines import cluster_former
+from lra_ponet.baselines import lstr
+from lra_ponet.baselines import pyramidion
 from lra_ponet import checkpoint
 from lra_ponet import models
 from lra_ponet import steps

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-import tasks
+from lra_ponet import tasks
 from conftest import SHORT_MIXER_SETTINGS
 from lra_ponet import models
 from lra_ponet import train
@@ -37,7 +37,9 @@ def short_listops_config(model):
                      eval_every=STEPS // 2, warmup_steps=STEPS // 10,
                      learning_rate=2e-3, log_every=50, checkpoint_every=STEPS))
   config.model.update(dict(num_layers=1, dim=32, num_heads=2, mlp_dim=64,
-                           segment_num=4, dropout=0.0, attention_dropout=0.0))
+                           dropout=0.0, attention_dropout=0.0))
+  if model == 'ponet':
+    config.model.ponet.segment_num = 4
   if model in SHORT_MIXER_SETTINGS:
     config.model[model].update(SHORT_MIXER_SETTINGS[model])
   if 'dropout' in config.model.get(model, {}):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks import listops
+from lra_ponet.tasks import listops
 from lra_ponet.errors import UserError
 
 
@@ -48,7 +48,7 @@ def test_malformed_files_name_file_and_line(tmp_path, rows, header, message):
 
 
 def test_missing_release_names_the_expected_path(tmp_path):
-  from configs import listops as listops_config
+  from lra_ponet.configs import listops as listops_config
   settings = listops_config.get_config()
   settings.data_dir = str(tmp_path)
   with pytest.raises(UserError, match='listops-1000/basic_train.tsv'):
@@ -56,7 +56,7 @@ def test_missing_release_names_the_expected_path(tmp_path):
 
 
 def test_loads_release_root_or_folder(tiny_listops_dir):
-  from configs import listops as listops_config
+  from lra_ponet.configs import listops as listops_config
   settings = listops_config.get_config()
   for data_dir in (tiny_listops_dir, tiny_listops_dir / 'listops-1000'):
     settings.data_dir = str(data_dir)
@@ -78,7 +78,7 @@ def test_bytes_that_are_not_utf8_name_file_line_and_byte(tmp_path):
 
 
 def test_cache_keys_follow_the_recipe(tmp_path, monkeypatch):
-  from configs import listops as listops_config
+  from lra_ponet.configs import listops as listops_config
   calls = []
   real_generate = listops.listops_generator.generate_listops
 

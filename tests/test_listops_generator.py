@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from tasks import listops_generator
+from lra_ponet.tasks import listops_generator
 
 SPLIT_FILES = ('basic_train.tsv', 'basic_val.tsv', 'basic_test.tsv')
 SMALL = dict(num_train=200, num_val=20, num_test=20, progress=False)

@@ -1,33 +1,18 @@
 """The shared encoder, the mixer registry and padding masks of every mixer."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
-from configs import base
-from conftest import SHORT_MIXER_SETTINGS
+from conftest import tiny_model_config
 from lra_ponet import models
 from lra_ponet.errors import UserError
 from lra_ponet.input_pipeline import TaskInfo
-
-
-def tiny_model_config(name, length=14, short=False, **overrides):
-  """A 2-layer, 16-wide model config for sequences of `length` tokens.
-
-  `short`: the mixer's own sizes scaled to such lengths (SHORT_MIXER_SETTINGS).
-  """
-  model = base.model_config(num_layers=2, dim=16, num_heads=2, mlp_dim=32,
-                            segment_num=3, pooling='mean')
-  model.update(overrides)
-  config = ml_collections.ConfigDict(dict(max_len=length, padded_len=length,
-                                          model=model))
-  model = models.configure_mixer(config, name).model
-  if short and name in SHORT_MIXER_SETTINGS:
-    model[name].update(SHORT_MIXER_SETTINGS[name])
-  return model
 
 
 def _tokens_and_mask(seed=0):
@@ -38,19 +23,37 @@ def _tokens_and_mask(seed=0):
   return np.where(mask_BxL, tokens_BxL, 0), mask_BxL
 
 
-MASKING_MIXERS = [name for name, cls in models.MIXERS.items()
-                  if cls.masks_padding]
+MASKING_MIXERS = [name for name in models.MIXERS
+                  if models.mixer_class(name).masks_padding]
+HOOKS = ('default_config', 'shared_params', 'pool_from_config')
 
 
-def test_registry_names_the_three_mixers():
-  assert set(models.MIXERS) >= {'ponet', 'transformer', 'fnet'}
-  assert {'ponet', 'transformer'} <= set(MASKING_MIXERS)
-  assert 'fnet' not in MASKING_MIXERS
-  for name, cls in models.MIXERS.items():
-    assert isinstance(cls.masks_padding, bool), name
+@pytest.mark.parametrize('name', list(models.MIXERS))
+def test_every_registered_mixer_follows_the_contract(name):
+  mixer = models.mixer_class(name)
+  assert isinstance(mixer.masks_padding, bool)
+  assert callable(mixer.from_config)
+  for hook in HOOKS:
+    assert callable(getattr(mixer, hook, print)), hook
+  groups = getattr(mixer, 'param_groups', {})
+  assert all(isinstance(names, tuple) for names in groups.values())
+
+
+def test_fnet_is_the_one_mixer_that_mixes_padding_in():
+  assert sorted(set(models.MIXERS) - set(MASKING_MIXERS)) == ['fnet']
   with pytest.raises(UserError, match='unknown model .mamba.; choose one of '
                      '.*fnet.*ponet'):
     models.mixer_class('mamba')
+
+
+def test_mixer_modules_are_imported_only_when_used():
+  code = ('import sys; from lra_ponet import models, tasks; '
+          'tasks.get_config("listops", "ponet", "fnet"); '
+          'print(sorted(m for m in sys.modules '
+          'if m.startswith("lra_ponet.baselines.")))')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, check=True)
+  assert done.stdout.split() == ["['lra_ponet.baselines.fnet']"]
 
 
 # Mean and CLS pooling for every masking mixer (CLS adds a position, which
@@ -130,8 +133,8 @@ def test_dropout_only_in_training():
 
 
 def test_cudnn_attention_refused_off_gpu():
-  config = tiny_model_config('transformer', attention='cudnn',
-                             dtype='bfloat16')
+  config = tiny_model_config('transformer', dtype='bfloat16',
+                             transformer=dict(attention='cudnn'))
   with pytest.raises(UserError, match='attention=xla'):
     models.build_model(config, TaskInfo('t', 5, 32), 14, rngs=nnx.Rngs(0))
 
@@ -194,7 +197,7 @@ def test_layer_norm_epsilon_reaches_the_maths():
 def test_lra_init_xavier_encoder_flax_head_unit_embeddings():
   config = tiny_model_config('transformer', dim=64, num_heads=2, mlp_dim=128,
                              linear_init='lra', embedding_init_std=1.0,
-                             head='lra', attention_bias=False,
+                             head='lra', transformer=dict(attention_bias=False),
                              position_embedding='sinusoidal', pooling='cls')
   model = models.build_model(config, TaskInfo('t', 5, 512), 1024,
                              rngs=nnx.Rngs(0))
@@ -288,7 +291,7 @@ def _attention_reference(mixer, x_BxLxD, mask_BxL, num_heads):
 @pytest.mark.parametrize('qkv_dim,use_bias', [(16, True), (8, False)])
 @pytest.mark.parametrize('masked', [False, True])
 def test_transformer_matches_slow_reference(qkv_dim, use_bias, masked):
-  from baselines import transformer
+  from lra_ponet.baselines import transformer
   mixer = transformer.SelfAttention(16, 2, qkv_dim=qkv_dim, use_bias=use_bias,
                                     rngs=nnx.Rngs(0), attention_dropout=0.5)
   mixer.eval()
@@ -306,7 +309,7 @@ def test_transformer_matches_slow_reference(qkv_dim, use_bias, masked):
 
 
 def test_fnet_is_real_part_of_dft_over_length_and_hidden():
-  from baselines import fnet
+  from lra_ponet.baselines import fnet
   rng = np.random.default_rng(0)
   x_BxLxD = rng.normal(size=(2, 5, 3)).astype(np.float32)
   length, dim = 5, 3

@@ -8,7 +8,7 @@ is 1.
 import numpy as np
 import pytest
 
-from tasks import pathfinder_generator
+from lra_ponet.tasks import pathfinder_generator
 
 
 def _connected_to_first_marker(lit_NxHxW, marker_pixels_Nx2x2):

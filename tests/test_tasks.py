@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import tasks
+from lra_ponet import tasks
 from lra_ponet import data
 from lra_ponet import models
 from lra_ponet import steps
 from lra_ponet import validation
 from lra_ponet.errors import UserError
-from tasks import image
-from tasks import pathfinder
-from tasks import retrieval
-from tasks import text
+from lra_ponet.tasks import image
+from lra_ponet.tasks import pathfinder
+from lra_ponet.tasks import retrieval
+from lra_ponet.tasks import text
 
 import lra_files
 
@@ -96,7 +96,7 @@ def _relu_mlp(features_BxF, layers):
 def test_two_tower_head_maths(preset, features, widths):
   config = tasks.get_config('retrieval', preset)
   config.model.update(num_layers=1, dim=8, num_heads=2, mlp_dim=12,
-                      segment_num=2)
+                      ponet=dict(segment_num=2))
   model = models.build_model(config.model, retrieval.INFO, 16,
                              rngs=nnx.Rngs(0))
   model.eval()
@@ -510,7 +510,7 @@ def test_ponet_preset_is_the_paper_table(task):
   config = tasks.get_config(task)
   assert (config.max_len, config.padded_len, config.batch_size,
           config.warmup_steps, config.train_steps, config.eval_every,
-          config.model.segment_num) == PONET_TABLE[task]
+          config.model.ponet.segment_num) == PONET_TABLE[task]
   assert (config.model.num_layers, config.model.dim, config.model.num_heads,
           config.model.mlp_dim, config.model.pooling) == (2, 64, 2, 128,
                                                           'mean')
@@ -620,10 +620,11 @@ def test_ponet_preset_uses_the_official_pytorch_settings():
     model = tasks.get_config(task).model
     assert (model.layer_norm_epsilon, model.linear_init,
             model.embedding_init_std, model.position_embedding, model.head,
-            model.pair_features, model.gelu_approximate,
-            model.attention_bias, model.qkv_dim) == (
-                1e-5, 'pytorch', 0.02, 'learned', 'ponet', 'nli', False,
-                True, model.dim)
+            model.pair_features, model.gelu_approximate) == (
+                1e-5, 'pytorch', 0.02, 'learned', 'ponet', 'nli', False)
+    own = tasks.get_config(task, 'ponet', 'transformer').model.transformer
+    assert (own.attention, own.attention_bias, own.qkv_dim) == (
+        'xla', True, model.dim)
 
 
 LRA_CODE = {  # position embedding, qkv_dim, dropout, attention dropout,
@@ -641,11 +642,11 @@ LRA_CODE = {  # position embedding, qkv_dim, dropout, attention dropout,
 def test_lra_preset_is_the_official_code(task):
   config = tasks.get_config(task, 'lra', 'transformer')
   model = config.model
-  assert (model.position_embedding, model.qkv_dim, model.dropout,
+  assert (model.position_embedding, model.transformer.qkv_dim, model.dropout,
           model.attention_dropout, config.official_pixel_quirks,
           config.max_len) == LRA_CODE[task]
   assert (model.embedding_init_std, model.head, model.linear_init,
-          model.layer_norm_epsilon, model.attention_bias,
+          model.layer_norm_epsilon, model.transformer.attention_bias,
           model.gelu_approximate) == (1.0, 'lra', 'lra', 1e-6, False, True)
   assert model.pair_features == 'concat'  # Used by retrieval only.
   validation.validate_config(config)
@@ -654,17 +655,18 @@ def test_lra_preset_is_the_official_code(task):
 def test_text_segments_of_two_tokens_at_any_length():
   config = tasks.get_config('text')
   config.max_len, config.padded_len = 1000, 1024  # As --config.X= does.
-  assert config.model.segment_num == 1024
-  assert config.padded_len // config.model.segment_num + 1 == 2
-  assert config.to_dict()['model']['segment_num'] == 1024  # config.json.
-  config.model.segment_num = 8
-  assert (config.padded_len, config.model.segment_num) == (1024, 8)
-  assert tasks.get_config('text', 'lra').model.segment_num == 1000
+  assert config.model.ponet.segment_num == 1024
+  assert config.padded_len // config.model.ponet.segment_num + 1 == 2
+  # config.json.
+  assert config.to_dict()['model']['ponet']['segment_num'] == 1024
+  config.model.ponet.segment_num = 8
+  assert (config.padded_len, config.model.ponet.segment_num) == (1024, 8)
+  assert tasks.get_config('text', 'lra').model.ponet.segment_num == 1000
 
 
 def test_cudnn_attention_refused_with_black_pixels_masked():
   config = tasks.get_config('image', 'ponet', 'transformer')
-  config.model.update(attention='cudnn', dtype='bfloat16')
+  config.model.update(transformer=dict(attention='cudnn'), dtype='bfloat16')
   config.official_pixel_quirks = True
   with pytest.raises(UserError, match='attention=cudnn masks only padding at '
                      'the end.*attention=xla'):
@@ -672,5 +674,5 @@ def test_cudnn_attention_refused_with_black_pixels_masked():
   config.official_pixel_quirks = False
   models.validate_config(config, image.INFO)  # All pixels real: a prefix.
   text_config = tasks.get_config('text', 'ponet', 'transformer')
-  text_config.model.attention = 'cudnn'
+  text_config.model.transformer.attention = 'cudnn'
   models.validate_config(text_config, text.INFO)  # Padding at the end.

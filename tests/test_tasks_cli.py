@@ -78,7 +78,7 @@ def runs(tmp_path_factory):
     commands[name] = [
         f'--task={name.split("_")[0]}', f'--config.max_len={max_len}',
         f'--config.padded_len={padded_len}',
-        f'--config.model.segment_num={segments}', *TINY, *extra]
+        f'--config.model.ponet.segment_num={segments}', *TINY, *extra]
     if folder:
       commands[name].append(f'--config.data_dir={root / folder}')
   for task in MISSING:
@@ -105,10 +105,19 @@ def results_of(runs, name):
 @pytest.mark.parametrize('name', list(RUNS))
 def test_tiny_run_writes_results(runs, name):
   results = results_of(runs, name)
+  workdir = runs[name][3]
   task = name.split('_')[0]
-  assert results['task'] == task
-  assert results['train_steps'] == 2
-  assert 0.0 <= results['test_accuracy'] <= 1.0
+  assert (results['task'], results['train_steps']) == (task, 2)
+  # The one evaluation, at step 2, is the best; its parameters are tested.
+  records = [json.loads(line) for line in
+             (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [record['step'] for record in records] == [2]
+  assert (results['best_step'], results['best_val_accuracy']) == (
+      2, records[0]['val_accuracy'])
+  if task == 'text':  # Validation is the test split: the same accuracy.
+    assert results['test_accuracy'] == results['best_val_accuracy']
+  assert results['config'] == json.loads(
+      (workdir / 'config.json').read_text())
   assert results['mask_zero_tokens'] == (task in ('text', 'retrieval'))
   assert results['mean_over'] == 'padded_length'
   assert results['data_source']

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import threading
 
 import jax
@@ -10,9 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import tasks
-from configs import base
-from configs import listops as listops_config
+from conftest import torch_one_cycle
+from lra_ponet import tasks
+from lra_ponet.configs import base
 from lra_ponet import checkpoint
 from lra_ponet import input_pipeline
 from lra_ponet import optim
@@ -21,30 +20,13 @@ from lra_ponet import steps
 from lra_ponet import train
 from lra_ponet import validation
 from lra_ponet.errors import UserError
-from tasks import listops
+from lra_ponet.tasks import listops
 
 
 def _config(**overrides):
-  config = listops_config.get_config()
+  config = tasks.get_config('listops')
   config.update(overrides)
   return config
-
-
-def torch_one_cycle(k, total, pct_start, start, middle, end):
-  """PyTorch OneCycleLR.get_lr (linear, three_phase=False) at last_epoch=k.
-
-  Written from its source: for lr, start = max_lr / div_factor, middle =
-  max_lr, end = start / final_div_factor; for momentum, max -> base -> max.
-  """
-  phases = [(float(pct_start * total) - 1, start, middle),
-            (total - 1, middle, end)]
-  start_step = 0.0
-  for index, (end_step, low, high) in enumerate(phases):
-    if k <= end_step or index == len(phases) - 1:
-      pct = (k - start_step) / (end_step - start_step)
-      return (high - low) * pct + low
-    start_step = end_step
-  raise AssertionError('unreachable')
 
 
 def test_one_cycle_matches_pytorch_on_the_listops_setting():
@@ -106,7 +88,7 @@ def test_lra_schedules_match_the_official_code(schedule, peak):
 def test_each_update_uses_and_reports_the_scheduled_hyperparameters():
   config = _config(max_len=8, padded_len=8, batch_size=2, train_steps=6,
                    warmup_steps=3, learning_rate=1e-2, grad_clip_norm=1.0)
-  config.model.update(dim=8, mlp_dim=8, num_layers=1, segment_num=2)
+  config.model.update(dim=8, mlp_dim=8, num_layers=1, ponet=dict(segment_num=2))
   graphdef, _, state = steps.create_train_state(config, listops.INFO)
   step = jax.jit(steps.make_train_step(graphdef, True))
   for k, batch in enumerate(_batches(config, 6)):
@@ -144,7 +126,7 @@ def test_schedule_fields_must_match_the_schedule():
     (dict(warmup_steps=1), r'must be 0 or 2 \.\. config.train_steps'),
     (dict(warmup_steps=6000), r'must be 0 or 2 \.\. config.train_steps'),
     ({'model.dtype': 'float16'}, 'needs dynamic loss scaling'),
-    ({'model.segment_num': 0},
+    ({'model.ponet.segment_num': 0},
      r'config.model \(ponet\): segment_num must be positive, got 0'),
 ])
 def test_impossible_configs_are_refused(changes, message):
@@ -153,7 +135,7 @@ def test_impossible_configs_are_refused(changes, message):
     if name == 'schedule':
       base.set_schedule(config, value)
     elif name.startswith('model.'):
-      config.model[name[len('model.'):]] = value
+      config.update_from_flattened_dict({name: value})
     else:
       config[name] = value
   with pytest.raises(UserError, match=message):
@@ -166,7 +148,7 @@ def test_bad_model_config_fails_before_any_data(tmp_path, monkeypatch):
 
   monkeypatch.setattr(listops, 'load', no_loading)
   config = _config()
-  config.model.segment_num = 0
+  config.model.ponet.segment_num = 0
   with pytest.raises(UserError, match='segment_num must be positive'):
     train.train_and_evaluate(config, tmp_path / 'run')
   assert not (tmp_path / 'run').exists()
@@ -202,7 +184,7 @@ def _losses(config, batches):
 def test_training_is_deterministic_for_a_seed():
   config = _config(max_len=24, padded_len=24, batch_size=4, train_steps=6,
                    warmup_steps=2)
-  config.model.update(dim=16, mlp_dim=32, segment_num=4)
+  config.model.update(dim=16, mlp_dim=32, ponet=dict(segment_num=4))
   batches = _batches(config, 6)
   first, again = _losses(config, batches), _losses(config, batches)
   assert first == again
@@ -258,13 +240,6 @@ def test_pixel_tasks_refuse_padding(tmp_path):
   config.padded_len = 1100
   with pytest.raises(UserError, match='no padding id'):
     train.train_and_evaluate(config, tmp_path)
-
-
-def test_the_suite_runs_on_the_cpu():
-  # Set by conftest for this process and, through the environment, for every
-  # subprocess a test starts.
-  assert os.environ['JAX_PLATFORMS'] == 'cpu'
-  assert jax.default_backend() == 'cpu'
 
 
 def test_progress_saves_whole_and_reads_checkpoints_without_timing():

@@ -2,6 +2,6 @@
 
 `python -m lra_ponet.bench` (`__main__`: the flags and their checks) runs a
 sweep: `sweep` runs each cell in a subprocess of `child`, which measures it;
-`schema` holds the CSV's columns and what they mean, `stamp` the environment
-stamp and the device peaks.
+`schema` holds the CSV's columns and what they mean, `peaks` the device peak
+rates; each row's stamp is `lra_ponet.stamp`'s.
 """

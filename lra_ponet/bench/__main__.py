@@ -5,6 +5,8 @@ r"""Speed and memory of one training step per (model, sequence length) cell.
   python -m lra_ponet.bench --task=text --dtype=bfloat16 --attention=xla,cudnn
   python -m lra_ponet.bench --task=text --tokens_per_batch=131072
   python -m lra_ponet.bench --task=text --until_oom --max_length=262144
+  python -m lra_ponet.bench --task=listops --preset=lra --models=ponet,fnet \
+      --config.model.dim=128 --config.model.ponet.segment_num=32
 
 A cell is one full training step (forward, backward, AdamW update) of
 `steps.make_train_step`, jitted with the state donated and compiled ahead of
@@ -23,20 +25,27 @@ list until every model has stopped or --max_length is reached. --sweep_id
 splits one sweep over several commands (benchmarks/gpu_all.sh does, for
 machines that limit a command's time).
 
+`--preset` and `--config.FIELD=VALUE` overrides are those of
+`lra_ponet.run`; a mixer's own field (`model.ponet.segment_num`) applies to
+that mixer's cells, and each row records the overrides. The sweep's axes
+(length, batch, dtype, attention) come from their flags instead.
+
 Every cell appends one row to `<results_dir>/bench_<device kind>.csv` (header
 written once; a rerun appends, never overwrites); `lra_ponet/bench/schema.py`
 describes its columns.
 """
 
+import dataclasses
 import re
 import sys
 
 from absl import app
 from absl import flags
 
-import tasks
-from baselines import transformer
-from configs import base
+from lra_ponet import tasks
+from lra_ponet.baselines import transformer
+from lra_ponet.configs import base
+from lra_ponet import config_lib
 from lra_ponet import errors
 from lra_ponet import models
 from lra_ponet import validation
@@ -150,7 +159,7 @@ def check_counts(lengths):
                     f'of --lengths ({max(lengths)})')
 
 
-def check_flags():
+def check_flags(overrides=None):
   """Every mistake in the flags, found before jax starts or any cell runs.
 
   Returns the lengths, the (model, attention) pairs and the batch size.
@@ -164,6 +173,7 @@ def check_flags():
   if not mixers:
     raise UserError('--models is empty; give e.g. --models=ponet,transformer')
   check_counts(lengths)
+  check_overrides(overrides or {}, FLAGS.models)
   if FLAGS.sweep_id is not None and not re.fullmatch(r'[\w.-]+',
                                                      FLAGS.sweep_id):
     raise UserError(f'--sweep_id={FLAGS.sweep_id!r}: use letters, digits, '
@@ -177,8 +187,46 @@ def check_flags():
     sweep.batch_for(length, batch_size, FLAGS.tokens_per_batch)
   for model, attention in mixers:
     validation.validate_config(child.cell_config(sweep.make_cell(
-        model, attention, lengths[0], batch_size)))
+        settings_from_flags(overrides), model, attention, lengths[0],
+        batch_size)))
   return lengths, mixers, batch_size
+
+
+def settings_from_flags(overrides=None) -> sweep.Settings:
+  return sweep.Settings(overrides=overrides or {}, **{
+      field.name: FLAGS[field.name].value
+      for field in dataclasses.fields(sweep.Settings)
+      if field.name != 'overrides'})
+
+
+# The sweep's axes: a cell sets them from --lengths, --batch_size, --dtype.
+SWEPT_FIELDS = {'max_len': '--lengths', 'padded_len': '--lengths',
+                'batch_size': '--batch_size', 'model.dtype': '--dtype',
+                'model.transformer.attention': '--attention'}
+
+
+def check_overrides(overrides, model_names):
+  """Each override is a field of some measured model's config, not an axis."""
+  configs = [tasks.get_config(FLAGS.task, FLAGS.preset, name)
+             for name in model_names]
+  for field in overrides:
+    if field in SWEPT_FIELDS:
+      raise UserError(f'--config.{field} is set by each cell; use '
+                      f'{SWEPT_FIELDS[field]}')
+    if all(config_lib.apply_overrides(config.copy_and_resolve_references(),
+                                      {field: overrides[field]})
+           for config in configs):
+      raise UserError(config_lib.unknown_field_message(
+          field, configs[0], set(config_lib.flatten(configs[0].to_dict()))))
+
+
+def parse_flags(argv):
+  """errors.parse_flags, with the --config.FIELD=VALUE overrides set aside.
+
+  main() gets (argv, overrides): the overrides depend on each cell's model.
+  """
+  rest, overrides = config_lib.split_overrides(argv)
+  return errors.parse_flags(rest), overrides
 
 
 def check_device(mixers, device_stamp):
@@ -189,8 +237,8 @@ def check_device(mixers, device_stamp):
                     f'({device_stamp["platform"]})')
 
 
-def main(argv):
-  del argv
+def main(parsed):
+  overrides = parsed[1]
   try:
     if FLAGS.cell:
       child.run_cell_here(FLAGS.cell)
@@ -198,10 +246,11 @@ def main(argv):
     if FLAGS.probe:
       child.probe_here()
       return
-    lengths, mixers, batch_size = check_flags()
+    lengths, mixers, batch_size = check_flags(overrides)
     device_stamp = sweep.probe_device()
     check_device(mixers, device_stamp)
-    path = sweep.run(lengths, mixers, batch_size, device_stamp)
+    path = sweep.run(settings_from_flags(overrides), lengths, mixers,
+                     batch_size, device_stamp)
   except UserError as error:
     sys.exit(f'error: {error}')
   print(f'Done: {path}. Tables: python -m lra_ponet.report; plots: '
@@ -210,4 +259,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, flags_parser=errors.parse_flags)
+  app.run(main, flags_parser=parse_flags)

@@ -14,10 +14,12 @@ import jax
 import numpy as np
 from flax import nnx
 
-import tasks
+from lra_ponet import config_lib
+from lra_ponet import tasks
 from lra_ponet import models
+from lra_ponet import stamp
 from lra_ponet import steps
-from lra_ponet.bench import stamp
+from lra_ponet.bench import peaks
 
 # The child prints its results on stdout as JSON after this marker: once after
 # compiling (so a TIMEOUT still records the compile figures) and once at the
@@ -28,9 +30,12 @@ OOM_PATTERN = re.compile(
 
 
 def cell_config(cell):
-  """The task config with the cell's model, length, batch and dtype."""
+  """The task config with the overrides, the cell's model, length, batch and
+  dtype."""
   config = tasks.get_config(cell['task'], cell['preset'], cell['model'])
-  config.model.attention = cell['attention'] or 'xla'
+  config_lib.apply_overrides(config, cell.get('overrides', {}))
+  if cell['model'] == 'transformer':
+    config.model.transformer.attention = cell['attention'] or 'xla'
   config.model.dtype = cell['dtype']
   config.max_len = config.padded_len = cell['length']
   config.batch_size = cell['batch_size']
@@ -162,7 +167,7 @@ def measure(cell) -> dict:
       tokens_per_s=math.prod(batch['inputs'].shape) * steps_per_s,
       peak_bytes_in_use=(device.memory_stats() or {}).get(
           'peak_bytes_in_use'))
-  result.update(stamp.achieved(result, cell['dtype'], device.device_kind))
+  result.update(peaks.achieved(result, cell['dtype'], device.device_kind))
   return result
 
 
@@ -179,4 +184,4 @@ def run_cell_here(cell_json: str):
 
 
 def probe_here():
-  _emit(stamp.environment())
+  _emit(dict(stamp.device_fields(), **stamp.versions()))

@@ -1,4 +1,4 @@
-r"""The bench CSV: its columns, and writing, upgrading and reading it.
+r"""The bench CSV: its columns, and writing and reading it.
 
 Every cell appends one row to `<results_dir>/bench_<device kind>.csv` (header
 written once; a rerun appends, never overwrites). Columns:
@@ -29,8 +29,9 @@ written once; a rerun appends, never overwrites). Columns:
                       (XLA's count of operand and result bytes per op)
   gb_per_s            bytes_per_step * steps_per_s / 1e9 (achieved)
   peak_tflops_per_s, peak_gb_per_s   the device's peak FLOP rate for the
-                      dtype and its memory bandwidth, from PEAKS by device
-                      kind (paper figures); empty for an unknown device
+                      dtype and its memory bandwidth, from `peaks.PEAKS` by
+                      device kind (datasheet figures); empty for an unknown
+                      device
   tflops_fraction, bandwidth_fraction   achieved / peak: a cell far below
                       both is bound by overhead, not by arithmetic or memory
   peak_bytes_in_use   measured: `device.memory_stats()` after the timed steps;
@@ -52,22 +53,28 @@ written once; a rerun appends, never overwrites). Columns:
   cell_timeout_s      the cell's time budget, compile included
   wall_s              seconds the cell's subprocess ran
   device_kind, device_count, platform, jax_version, jaxlib_version,
-  flax_version, git_commit   the stamp (commit "+dirty" with local edits
-                      to the code, results/ not counted)
+  flax_version, optax_version, numpy_version, git_commit, git_clean
+                      the stamp (`lra_ponet.stamp`); rows written before
+                      optax_version, numpy_version and git_clean existed
+                      have them empty, and their git_commit ends in "+dirty"
+                      where the code had local edits
+  overrides           the sweep's --config.FIELD=VALUE overrides as JSON
+                      (field: text), each applied to the cells whose config
+                      has the field; `{}` when none (empty in older rows)
   config_json         the cell's full config
 
 XLA counts the body of a loop once in cost_analysis(): a model that loops
 (on a CPU, PoNet runs its mixer over chunks of examples in a `lax.map` when
 the batch holds more than ponet.CHUNK_TOKENS tokens) has more FLOPs and
 bytes than recorded.
-A CSV written before the cost columns existed is rewritten once with them
-added (empty in the old rows); nothing else in it changes.
+The report reads a CSV of fewer columns too (written before the cost
+columns or the stamp's newer fields existed; those cells stay empty), but a
+sweep appends only to a file of today's columns.
 """
 
 import csv
 import datetime
 import json
-import os
 import pathlib
 import re
 
@@ -86,7 +93,8 @@ COLUMNS = (
     'plan_temp_bytes', 'plan_generated_code_bytes', 'plan_xla_peak_bytes',
     'memory_cap_bytes', 'steps', 'warmup', 'cell_timeout_s', 'wall_s',
     'device_kind', 'device_count', 'platform', 'jax_version',
-    'jaxlib_version', 'flax_version', 'git_commit', 'config_json')
+    'jaxlib_version', 'flax_version', 'optax_version', 'numpy_version',
+    'git_commit', 'git_clean', 'overrides', 'config_json')
 
 
 def slug(text: str) -> str:
@@ -104,45 +112,22 @@ def row_for(cell, fields, shared):
       task=cell['task'], preset=cell['preset'], model=cell['model'],
       attention=cell['attention'], length=cell['length'],
       batch_size=cell['batch_size'], dtype=cell['dtype'],
-      segment_num=config.model.segment_num if is_ponet else None,
-      segment_len=(cell['length'] // config.model.segment_num + 1
+      segment_num=config.model.ponet.segment_num if is_ponet else None,
+      segment_len=(cell['length'] // config.model.ponet.segment_num + 1
                    if is_ponet else None),
       steps=cell['steps'], warmup=cell['warmup'],
+      overrides=json.dumps(cell.get('overrides', {}), sort_keys=True),
       config_json=json.dumps(config.to_dict(), sort_keys=True))
   return {column: row.get(column) for column in COLUMNS}
 
 
-def add_columns(path: pathlib.Path, header):
-  """Rewrites a CSV of older columns with today's; old rows keep every value.
-
-  Written beside it and renamed over it, so an interruption loses nothing.
-  """
-  with open(path, newline='', encoding='utf-8') as existing:
-    rows = list(csv.DictReader(existing))
-  partial = path.with_name(path.name + '.partial')
-  with open(partial, 'w', newline='', encoding='utf-8') as stream:
-    writer = csv.DictWriter(stream, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(partial, path)
-  print(f'{path}: added the columns '
-        f'{", ".join(c for c in COLUMNS if c not in header)} (empty in its '
-        f'{len(rows)} earlier rows)', flush=True)
-
-
 def open_csv(path: pathlib.Path):
-  """Opens the CSV for appending; refuses a file with other columns.
-
-  A file whose columns are a subset of today's (written by an earlier
-  version) first gets the new columns.
-  """
+  """Opens the CSV for appending; refuses a file with other columns."""
   path.parent.mkdir(parents=True, exist_ok=True)
   if path.exists() and path.stat().st_size:
     with open(path, newline='', encoding='utf-8') as existing:
       header = next(csv.reader(existing), [])
-    if tuple(header) != COLUMNS and header and set(header) < set(COLUMNS):
-      add_columns(path, header)
-    elif tuple(header) != COLUMNS:
+    if tuple(header) != COLUMNS:
       raise UserError(f'{path} was written with other columns; move it aside '
                       'so that this sweep starts a new file')
     new = False

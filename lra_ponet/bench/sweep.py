@@ -5,6 +5,7 @@ its crash, out-of-memory or timeout ends that cell only: the row records it
 and the sweep goes on.
 """
 
+import dataclasses
 import datetime
 import json
 import os
@@ -14,15 +15,31 @@ import sys
 import tempfile
 import time
 
-from absl import flags
-
 from lra_ponet.bench import child
 from lra_ponet.bench import schema
-from lra_ponet.bench import stamp
 from lra_ponet.errors import UserError
 
-FLAGS = flags.FLAGS
 STOPPING = ('OOM', 'TIMEOUT')
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What every cell of a sweep shares: the command's flags of these names."""
+  task: str
+  preset: str
+  dtype: str
+  steps: int
+  warmup: int
+  cell_timeout: float
+  memory_cap_gb: float | None
+  tokens_per_batch: int | None
+  until_oom: bool
+  max_length: int
+  run_after_failure: bool
+  results_dir: str
+  sweep_id: str | None
+  # --config.FIELD=VALUE: field -> text, applied to each cell that has it.
+  overrides: dict = dataclasses.field(default_factory=dict)
 
 
 def child_env():
@@ -90,6 +107,7 @@ def run_cell(cell, timeout: float) -> dict:
 
 
 def probe_device() -> dict:
+  """The stamp of a subprocess (`lra_ponet.stamp`): device, versions, code."""
   fields, stderr, rc = run_child(['--probe'], timeout=300)
   if rc != 0 or 'device_kind' not in fields:
     raise UserError(f'could not start jax to read the device: '
@@ -110,12 +128,13 @@ def batch_for(length: int, batch_size: int, tokens_per_batch) -> int:
   return tokens_per_batch // length
 
 
-def make_cell(model, attention, length, batch_size):
-  return {'task': FLAGS.task, 'preset': FLAGS.preset, 'model': model,
+def make_cell(settings, model, attention, length, batch_size):
+  return {'task': settings.task, 'preset': settings.preset, 'model': model,
           'attention': attention, 'length': length, 'batch_size': batch_size,
-          'dtype': FLAGS.dtype, 'steps': FLAGS.steps, 'warmup': FLAGS.warmup,
-          'memory_cap_bytes': (int(FLAGS.memory_cap_gb * 2**30)
-                               if FLAGS.memory_cap_gb else None)}
+          'dtype': settings.dtype, 'steps': settings.steps,
+          'warmup': settings.warmup, 'overrides': settings.overrides,
+          'memory_cap_bytes': (int(settings.memory_cap_gb * 2**30)
+                               if settings.memory_cap_gb else None)}
 
 
 def describe(fields) -> str:
@@ -149,85 +168,87 @@ def stopped_in(rows) -> dict:
   return stopped
 
 
-def lengths_to_run(lengths, stopped, mixers, tokens_per_batch):
+def lengths_to_run(settings, lengths, stopped, mixers):
   """The listed lengths, then doublings while a model is still going."""
   yield from lengths
-  if not FLAGS.until_oom:
+  if not settings.until_oom:
     return
   length = lengths[-1] * 2
-  while (length <= FLAGS.max_length
+  while (length <= settings.max_length
          and any(label(*mixer) not in stopped for mixer in mixers)
-         and (not tokens_per_batch or length <= tokens_per_batch)):
+         and (not settings.tokens_per_batch
+              or length <= settings.tokens_per_batch)):
     yield length
     length *= 2
 
 
-def shared_fields(device_stamp) -> dict:
+def shared_fields(settings, device_stamp) -> dict:
   """The fields every row of this sweep shares: its id and the stamp."""
   started = datetime.datetime.now(datetime.timezone.utc)
   return dict(
-      device_stamp, sweep_id=(FLAGS.sweep_id
+      device_stamp, sweep_id=(settings.sweep_id
                               or f'{started:%Y%m%dT%H%M%SZ}-{os.getpid()}'),
-      git_commit=stamp.git_commit(), cell_timeout_s=FLAGS.cell_timeout,
-      tokens_per_batch=FLAGS.tokens_per_batch or 0)
+      cell_timeout_s=settings.cell_timeout,
+      tokens_per_batch=settings.tokens_per_batch or 0)
 
 
-def setting_of(device_stamp, batch_size) -> dict:
+def setting_of(settings, device_stamp, batch_size) -> dict:
   """What a continued sweep must share with the rows it continues."""
-  setting = {'device_kind': device_stamp['device_kind'], 'task': FLAGS.task,
-             'preset': FLAGS.preset, 'dtype': FLAGS.dtype,
-             'tokens_per_batch': FLAGS.tokens_per_batch or 0,
-             'steps': FLAGS.steps, 'warmup': FLAGS.warmup}
-  if not FLAGS.tokens_per_batch:
+  setting = {'device_kind': device_stamp['device_kind'],
+             'task': settings.task, 'preset': settings.preset,
+             'dtype': settings.dtype,
+             'tokens_per_batch': settings.tokens_per_batch or 0,
+             'steps': settings.steps, 'warmup': settings.warmup}
+  if not settings.tokens_per_batch:
     setting['batch_size'] = batch_size
   return setting
 
 
-def announce(shared, batch_size, path):
+def announce(settings, shared, batch_size, path):
   print(f'Sweep {shared["sweep_id"]} on {shared["device_count"]} x '
-        f'{shared["device_kind"]}: {FLAGS.task} config, {FLAGS.dtype}, '
-        + (f'{FLAGS.tokens_per_batch:,} tokens per batch'
-           if FLAGS.tokens_per_batch else f'batch {batch_size}')
+        f'{shared["device_kind"]}: {settings.task} config, {settings.dtype}, '
+        + (f'{settings.tokens_per_batch:,} tokens per batch'
+           if settings.tokens_per_batch else f'batch {batch_size}')
         + f'; rows go to {path}', flush=True)
 
 
-def measure_or_skip(cell, stopped, doubling) -> dict:
+def measure_or_skip(settings, cell, stopped, doubling) -> dict:
   """The cell's fields; a model in `stopped` is not run, and may join it."""
   name = label(cell['model'], cell['attention'])
   if name in stopped:
     status, at = stopped[name]
     return {'status': status, 'reason': f'not run: {status} at length {at:,}'}
-  fields = run_cell(cell, FLAGS.cell_timeout)
+  fields = run_cell(cell, settings.cell_timeout)
   failed = fields['status'] in STOPPING or (
       doubling and fields['status'] != 'ok')
-  if failed and not FLAGS.run_after_failure:
+  if failed and not settings.run_after_failure:
     stopped[name] = (fields['status'], cell['length'])
   return fields
 
 
-def run(lengths, mixers, batch_size, device_stamp):
+def run(settings, lengths, mixers, batch_size, device_stamp):
   """Runs every cell, appending each row as soon as it is known."""
-  shared = shared_fields(device_stamp)
-  path = pathlib.Path(FLAGS.results_dir) / (
+  shared = shared_fields(settings, device_stamp)
+  path = pathlib.Path(settings.results_dir) / (
       f'bench_{schema.slug(device_stamp["device_kind"])}.csv')
   stream, writer = schema.open_csv(path)
   with stream:
     # label -> (status, length) once a model stops being run.
-    stopped = {} if FLAGS.run_after_failure else stopped_in(
+    stopped = {} if settings.run_after_failure else stopped_in(
         schema.earlier_rows(path, shared['sweep_id'],
-                            setting_of(device_stamp, batch_size)))
-    announce(shared, batch_size, path)
+                            setting_of(settings, device_stamp, batch_size)))
+    announce(settings, shared, batch_size, path)
     count = 0
-    for length in lengths_to_run(lengths, stopped, mixers,
-                                 FLAGS.tokens_per_batch):
-      batch = batch_for(length, batch_size, FLAGS.tokens_per_batch)
+    for length in lengths_to_run(settings, lengths, stopped, mixers):
+      batch = batch_for(length, batch_size, settings.tokens_per_batch)
       for model, attention in mixers:
-        cell = make_cell(model, attention, length, batch)
+        cell = make_cell(settings, model, attention, length, batch)
         count += 1
         # The line starts before the cell runs: a cell may take minutes.
         print(f'[{count:>3}] {label(model, attention):<19} L={length:<7,} '
               f'B={batch:<4} ', end='', flush=True)
-        fields = measure_or_skip(cell, stopped, doubling=length > lengths[-1])
+        fields = measure_or_skip(settings, cell, stopped,
+                                 doubling=length > lengths[-1])
         writer.writerow(schema.row_for(cell, fields, shared))
         stream.flush()
         print(describe(fields), flush=True)

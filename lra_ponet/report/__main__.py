@@ -14,9 +14,10 @@ By default each setting (task, preset, dtype, batch) shows its latest sweep;
 
 For every `<runs_dir>/**/results.json` written by `lra_ponet.run`: test
 accuracy of the runs whose whole config but the seed is the same (a short
-config hash names it), mean and spread over their seeds, with the data source
-and the quirk switches, and the paper's Table 1 number beside a row only where
-the config and data are the published ones (otherwise why not). Written to
+config hash names it), mean and spread over their seeds, with the data source,
+the quirk switches and the device (and the runs' git commits where recorded),
+and the paper's Table 1 number beside a row only where the config and data are
+the published ones (otherwise why not). Written to
 `<results_dir>/accuracy.md`. Everything written is also printed.
 """
 
@@ -46,8 +47,12 @@ def define_flags():
 
 
 def write(path: pathlib.Path, text: str):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(text)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+  except OSError as error:
+    raise UserError(f'cannot write {path} ({error.strerror}); choose another '
+                    '--results_dir') from None
   print(text)
   print(f'(written to {path})\n')
 
@@ -58,15 +63,15 @@ def main(argv):
   try:
     frames = load.load_bench(results_dir)
     accuracy_text = accuracy.accuracy_report(FLAGS.runs_dir)
+    if not frames:
+      print(f'No bench CSV under {results_dir}/; run python -m '
+            'lra_ponet.bench first.\n')
+    for device, frame in frames.items():
+      write(results_dir / f'report_{device}.md',
+            speed.bench_report(device, frame, FLAGS.all_sweeps))
+    write(results_dir / 'accuracy.md', accuracy_text)
   except UserError as error:
     sys.exit(f'error: {error}')
-  if not frames:
-    print(f'No bench CSV under {results_dir}/; run python -m lra_ponet.bench '
-          'first.\n')
-  for device, frame in frames.items():
-    write(results_dir / f'report_{device}.md',
-          speed.bench_report(device, frame, FLAGS.all_sweeps))
-  write(results_dir / 'accuracy.md', accuracy_text)
 
 
 if __name__ == '__main__':

@@ -2,16 +2,16 @@
 
 For every `<runs_dir>/**/results.json` written by `lra_ponet.run`: test
 accuracy of the runs whose whole config but the seed is the same (a short
-config hash names it), mean and spread over their seeds, with the data source
-and the quirk switches, and the paper's Table 1 number beside a row only where
-the config and data are the published ones (otherwise why not).
+config hash names it), mean and spread over their seeds, with the data source,
+the quirk switches and the device (and the runs' git commits where recorded),
+and the paper's Table 1 number beside a row only where the config and data are
+the published ones (otherwise why not).
 """
 
 import json
 
-from flax import traverse_util
-
-import tasks
+from lra_ponet import config_lib
+from lra_ponet import tasks
 from lra_ponet.report import load
 from lra_ponet.report import markdown
 from lra_ponet.report import published
@@ -41,15 +41,15 @@ def published_setting(task, model, preset) -> dict:
   The official PoNet and LRA code mask token 0, so on pixel tasks their
   numbers were made with black pixels as padding (official_pixel_quirks).
   """
-  config = tasks.get_config(task, preset, model).to_dict()
+  config = json.loads(json.dumps(  # Tuples become lists, as saved.
+      tasks.get_config(task, preset, model).to_dict()))
   if task in PIXEL_TASKS:
     config['official_pixel_quirks'] = True
-  return json.loads(json.dumps(config))  # Tuples become lists, as saved.
+  return config
 
 
 def differences(config: dict, published: dict) -> list[str]:
-  ours, theirs = (traverse_util.flatten_dict(config, sep='.'),
-                 traverse_util.flatten_dict(published, sep='.'))
+  ours, theirs = config_lib.flatten(config), config_lib.flatten(published)
   return [f'{name} {ours.get(name, "absent")} (published '
           f'{theirs.get(name, "absent")})'
           for name in sorted(ours.keys() | theirs.keys())
@@ -58,19 +58,23 @@ def differences(config: dict, published: dict) -> list[str]:
 
 
 def published_accuracy(task, model, config, data_source) -> str:
-  """The Table 1 number, only beside a run of the published setting.
+  """The published number, only beside a run of the published setting.
 
-  Otherwise '—' and why not: another config (the first differing fields) or
-  other data (generated instead of the LRA release).
+  PoNet paper Table 1 for the LRA tasks, or a task module's own `PUBLISHED`
+  (`contract.Task`). Otherwise '—' and why not: another config (the first
+  differing fields) or other data (generated instead of the LRA release).
   """
-  row = published.TABLE1_ROW.get((model, config.get('preset')))
-  if row is None or task not in published.TABLE1_TASKS:
+  preset = config.get('preset')
+  own = getattr(tasks.get_task(task), 'PUBLISHED', {}).get((model, preset))
+  row = published.TABLE1_ROW.get((model, preset))
+  if own is None and (row is None or task not in published.TABLE1_TASKS):
     return '—'
-  changed = differences(config, published_setting(task, model,
-                                                  config['preset']))
+  changed = differences(config, published_setting(task, model, preset))
   if changed:
     more = f'; {len(changed) - 3} more' if len(changed) > 3 else ''
     return f'— (not the published setting: {"; ".join(changed[:3])}{more})'
+  if own is not None:
+    return f'{own[1]:.2f} ({own[0]})'
   if data_source.startswith('generated'):
     return '— (generated data, not the LRA release)'
   if task in DATA_NOT_PUBLISHED:
@@ -85,6 +89,15 @@ def larger_test_cell(group) -> str:
   if sizes.isna().any() or sizes.nunique() != 1:
     return '—'
   return f'{mean_spread(group["retest"])} ({int(sizes.iloc[0]):,})'
+
+
+def device_cell(device, group) -> str:
+  """The device, then the runs' commits where any run recorded one."""
+  commits = sorted({markdown.code_version(commit, clean) for commit, clean
+                    in zip(group['git_commit'], group['git_clean'])})
+  if commits == ['unknown']:
+    return device
+  return f'{device}; git {", ".join(commits)}'
 
 
 def accuracy_rows(runs):
@@ -102,7 +115,7 @@ def accuracy_rows(runs):
                  published_accuracy(task, model, first['config'], source),
                  source + (f'; {notes}' if notes else ''),
                  'on' if first['pixel_quirks'] else 'off',
-                 first['mean_over'], device])
+                 first['mean_over'], device_cell(device, group)])
   return rows
 
 

@@ -6,6 +6,7 @@ import pathlib
 
 import pandas as pd
 
+from lra_ponet import config_lib
 from lra_ponet.errors import UserError
 from lra_ponet.report.markdown import known
 
@@ -25,7 +26,7 @@ def load_bench(results_dir):
   frames = {}
   for path in sorted(pathlib.Path(results_dir).glob('bench_*.csv')):
     try:
-      frame = pd.read_csv(path)
+      frame = pd.read_csv(path, dtype={'attention': str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
       raise UserError(f'{path} is not a readable CSV: {error}') from None
     missing = [column for column in NEEDED if column not in frame.columns]
@@ -52,7 +53,7 @@ def load_runs(runs_dir):
   for path in sorted(pathlib.Path(runs_dir).glob('**/results.json')):
     try:
       result = json.loads(path.read_text())
-      config = result['config']
+      config = config_lib.migrate(result['config'])
       records.append({
           'task': result['task'], 'model': result['model'],
           'preset': config.get('preset', ''),
@@ -65,6 +66,9 @@ def load_runs(runs_dir):
           'mean_over': result.get('mean_over', ''),
           'train_steps': result['train_steps'],
           'device': result.get('device', ''),
+          # None in results written before the stamp had them.
+          'git_commit': result.get('git_commit'),
+          'git_clean': result.get('git_clean'),
           'data_notes': result.get('data_notes', ''),
           **larger_test(path.parent / 'evaluations.jsonl')})
     except (json.JSONDecodeError, KeyError, TypeError) as error:

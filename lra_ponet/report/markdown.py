@@ -29,6 +29,18 @@ def known(value) -> bool:
                                     and math.isnan(value))
 
 
+def code_version(commit, clean) -> str:
+  """A stamp's commit in 12 hex digits, '+dirty' after local edits.
+
+  'unknown' where none was recorded. Bench rows older than git_clean mark
+  local edits with '+dirty' on the commit itself.
+  """
+  if not known(commit) or not commit:
+    return 'unknown'
+  dirty = str(commit).endswith('+dirty') or (known(clean) and not clean)
+  return str(commit)[:12] + ('+dirty' if dirty else '')
+
+
 def maybe(value, text) -> str:
   """text(value), or an empty table cell where the value is missing."""
   return text(value) if known(value) else ''

@@ -8,6 +8,7 @@ stamp under every table, then the published anchors (`published`).
 
 import json
 
+from lra_ponet import stamp as stamp_lib
 from lra_ponet.report import markdown
 from lra_ponet.report import published
 
@@ -75,15 +76,15 @@ def stamp(sweep) -> str:
   # By key throughout: a row's `.dtype` would be the Series' own attribute.
   first = sweep.iloc[0]
   model = json.loads(first['config_json'])['model']
-  commit = (str(first['git_commit']) if markdown.known(first['git_commit'])
-            else '')
   dates = sorted(sweep['date'])
   caps = sweep['memory_cap_bytes'].dropna()
   parts = [
       f'{int(first["device_count"])} x {first["device_kind"]} '
       f'({first["platform"]})',
-      f'jax {first["jax_version"]}, jaxlib {first["jaxlib_version"]}, '
-      f'flax {first["flax_version"]}',
+      # The libraries a row records: older rows lack optax and numpy.
+      ', '.join(f'{name} {first[f"{name}_version"]}'
+                for name in stamp_lib.LIBRARIES
+                if markdown.known(first.get(f'{name}_version'))),
       first['dtype'],
       setting_of(sweep)[3],
       f'{first["task"]} config, {first["preset"]} preset: '
@@ -94,8 +95,8 @@ def stamp(sweep) -> str:
       'warm-up, median',
       f'cell budget {first["cell_timeout_s"]:g} s',
       f'memory cap {caps.iloc[0] / 2**30:.3g} GiB' if len(caps) else '',
-      f'git {commit[:12] or "unknown"}'
-      + ('+dirty' if commit.endswith('+dirty') else ''),
+      'git ' + markdown.code_version(first.get('git_commit'),
+                                     first.get('git_clean')),
       f'{dates[0][:16]} to {dates[-1][:16]} UTC',
       f'sweep {first["sweep_id"]}',
   ]

@@ -1,17 +1,4 @@
-"""The environment stamp of every row, and the device's peak rates.
-
-A row carries the device, the versions of jax, jaxlib and flax and the git
-commit, so that a number pasted elsewhere says what made it; the peaks turn
-the achieved FLOP and byte rates into fractions of what the device can do.
-"""
-
-import os
-import pathlib
-import subprocess
-
-import flax
-import jax
-import jaxlib
+"""Device peak rates, to give achieved FLOP and byte rates as fractions."""
 
 # Datasheet peaks per device kind (NVIDIA's SXM parts: H100 80GB HBM3, H200
 # 141GB HBM3e): HBM bandwidth in GB/s and dense TFLOP/s per dtype (float32
@@ -23,16 +10,6 @@ PEAKS = (
     (('h200',), {'gb_per_s': 4800.0,
                  'tflops_per_s': {'float32': 67.0, 'bfloat16': 990.0}}),
 )
-
-
-def environment() -> dict:
-  """The device and versions of this process (read in the child)."""
-  return {'device_kind': jax.devices()[0].device_kind,
-          'device_count': jax.device_count(),
-          'platform': jax.default_backend(),
-          'jax_version': jax.__version__,
-          'jaxlib_version': jaxlib.__version__,
-          'flax_version': flax.__version__}
 
 
 def device_peaks(device_kind: str, dtype: str) -> dict:
@@ -64,19 +41,3 @@ def achieved(result, dtype: str, device_kind: str) -> dict:
       rates[fraction] = rates[rate] / peaks[peak]
   return rates
 
-
-def git_commit() -> str:
-  root = pathlib.Path(__file__).resolve().parents[2]
-  # No optional locks: a read must not touch the index others are using.
-  env = dict(os.environ, GIT_OPTIONAL_LOCKS='0')
-  try:
-    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, env=env,
-                            capture_output=True, text=True, check=True)
-    # Results the harness itself appends to do not make the code dirty.
-    dirty = subprocess.run(
-        ['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
-         ':(exclude)results'], cwd=root,
-        env=env, capture_output=True, text=True, check=True)
-  except (OSError, subprocess.CalledProcessError):
-    return ''
-  return commit.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')

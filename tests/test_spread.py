@@ -1,13 +1,10 @@
-"""`python -m lra_ponet.test_set_spread`: one test set's pull on accuracies."""
+"""`python -m lra_ponet.spread`: one test set's pull on accuracies."""
 
 import numpy as np
 import pytest
 
-from absl import flags
-
 from conftest import run_cli
-from lra_ponet import evaluate  # pylint: disable=unused-import
-from lra_ponet import test_set_spread
+from lra_ponet import spread
 from lra_ponet.errors import UserError
 
 EXAMPLES = 4000
@@ -17,14 +14,9 @@ def _correct(rng, accuracy):
   return rng.random(EXAMPLES) < accuracy
 
 
-def test_its_flags_and_the_evaluators_share_one_process():
-  # absl flags are global: a name defined by both modules fails at import.
-  assert {'predictions', 'prediction_files'} <= set(flags.FLAGS)
-
-
 def test_runs_right_or_wrong_everywhere_never_move():
   correct = np.stack([np.ones(EXAMPLES, bool), np.zeros(EXAMPLES, bool)])
-  report = test_set_spread.spread(correct, ['a', 'b'], 500, 20, 0,
+  report = spread.spread(correct, ['a', 'b'], 500, 20, 0,
                                   {'a': 100.0, 'b': 0.5})
   always, never = report['models']['a'], report['models']['b']
   assert always['full'] == 100 and never['full'] == 0
@@ -41,7 +33,7 @@ def test_the_spread_is_binomial_and_shared_by_agreeing_models():
   agreeing = first.copy()
   agreeing[rng.choice(EXAMPLES, 40, replace=False)] ^= True
   independent = _correct(rng, 0.37)
-  report = test_set_spread.spread(
+  report = spread.spread(
       np.stack([first, agreeing, independent]), ['a', 'b', 'c'], 500, 4000,
       0, {})
   entry = report['models']['a']
@@ -59,9 +51,9 @@ def test_shares_count_the_draws_above_the_published_gap():
   correct = np.stack([_correct(rng, 0.37), _correct(rng, 0.36),
                       _correct(rng, 0.37)])
   models = ['ponet', 'ponet', 'fnet']
-  report = test_set_spread.spread(correct, models, 500, 2000, 3,
+  report = spread.spread(correct, models, 500, 2000, 3,
                                   {'ponet': 38.0, 'fnet': 36.0})
-  accuracy_RxD = test_set_spread.draw_accuracies(correct, 500, 2000, 3)
+  accuracy_RxD = spread.draw_accuracies(correct, 500, 2000, 3)
   ponet_D = accuracy_RxD[:2].mean(axis=0)
   expected = np.mean(ponet_D >= 38.0)
   assert report['models']['ponet']['share'] == pytest.approx(expected)
@@ -84,7 +76,7 @@ def test_the_cli_writes_a_report(tmp_path):
   output = tmp_path / 'spread.md'
   done = run_cli(f'--prediction_files={tmp_path}/*.npz', '--size=200',
                  '--draws=300', '--published=ponet=41,fnet=39',
-                 f'--output={output}', module='lra_ponet.test_set_spread')
+                 f'--output={output}', module='lra_ponet.spread')
   assert done.returncode == 0, done.stderr
   text = output.read_text()
   assert text == done.stdout
@@ -106,7 +98,7 @@ def test_bad_input_gets_one_line(tmp_path, setup, args, message):
     other = labels[::-1] if setup == 'other_labels' else labels
     _write(tmp_path / 'b.npz', other, other)
   done = run_cli(f'--prediction_files={tmp_path}/*.npz', *args,
-                 module='lra_ponet.test_set_spread')
+                 module='lra_ponet.spread')
   assert done.returncode != 0
   last = done.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and message in last
@@ -118,7 +110,7 @@ def test_runs_of_one_model_in_two_configs_are_kept_apart(tmp_path):
                        ('c', '22222222'), ('d', '33333333')):
     _write(tmp_path / f'{name}.npz', labels, labels,
            'fnet' if name == 'd' else 'ponet', digest)
-  _, _, groups = test_set_spread.load_runs([str(tmp_path / '*.npz')])
+  _, _, groups = spread.load_runs([str(tmp_path / '*.npz')])
   assert groups == ['ponet 11111111', 'ponet 11111111', 'ponet 22222222',
                     'fnet']
 
@@ -126,4 +118,4 @@ def test_runs_of_one_model_in_two_configs_are_kept_apart(tmp_path):
 def test_a_file_of_something_else_is_refused(tmp_path):
   np.savez(tmp_path / 'x.npz', weights=np.zeros(3))
   with pytest.raises(UserError, match='is not a prediction file'):
-    test_set_spread.load_runs([str(tmp_path / 'x.npz')])
+    spread.load_runs([str(tmp_path / 'x.npz')])

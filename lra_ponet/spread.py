@@ -1,6 +1,6 @@
 r"""How far one fixed test set moves the accuracies of several models.
 
-  python -m lra_ponet.test_set_spread --prediction_files=\
+  python -m lra_ponet.spread --prediction_files=\
 'results/runs/cpu_listops/*/predictions_test_20000_*.npz' \
       --size=2000 --published=ponet=37.80,fnet=37.40 \
       --output=results/listops_test_set_spread.md
@@ -30,20 +30,25 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from lra_ponet import errors
 from lra_ponet.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('prediction_files', None,
-                  'Prediction files (glob patterns), one per run, of one '
-                  'test split.')
-flags.DEFINE_integer('size', 2000, 'Examples in one drawn test set.')
-flags.DEFINE_integer('draws', 10000, 'Number of drawn test sets.')
-flags.DEFINE_integer('seed', 0, 'Seed of the draws.')
-flags.DEFINE_list('published', [],
-                  'model=accuracy (percent) pairs to place among the draws.')
-flags.DEFINE_string('output', None, 'Also write the report to this file.')
-
 CHUNK = 500  # Draws evaluated at once.
+
+
+def define_flags():
+  """Defined on running the command, so that importing has no effect."""
+  flags.DEFINE_list('prediction_files', None,
+                    'Prediction files (glob patterns), one per run, of one '
+                    'test split.')
+  flags.DEFINE_integer('size', 2000, 'Examples in one drawn test set.')
+  flags.DEFINE_integer('draws', 10000, 'Number of drawn test sets.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the draws.')
+  flags.DEFINE_list('published', [],
+                    'model=accuracy (percent) pairs to place among the '
+                    'draws.')
+  flags.DEFINE_string('output', None, 'Also write the report to this file.')
 
 
 def load_runs(patterns):
@@ -211,9 +216,7 @@ def to_markdown(report, paths, command: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f'error: unexpected arguments {" ".join(argv[1:])}; quote the '
-             'glob patterns of --prediction_files')
+  del argv  # parse_flags refuses anything but flags.
   try:
     if not FLAGS.prediction_files:
       raise UserError('--prediction_files is required: the prediction files of '
@@ -225,16 +228,21 @@ def main(argv):
                     parse_published(FLAGS.published))
   except UserError as error:
     sys.exit(f'error: {error}')
-  command = 'python -m lra_ponet.test_set_spread ' + ' '.join(
+  command = 'python -m lra_ponet.spread ' + ' '.join(
       f"--prediction_files='{','.join(FLAGS.prediction_files)}'"
       if arg.startswith('--prediction_files') else arg
       for arg in sys.argv[1:])
   text = to_markdown(report, paths, command)
   print(text, end='')
   if FLAGS.output:
-    with open(FLAGS.output, 'w', encoding='utf-8') as file:
-      file.write(text)
+    try:
+      with open(FLAGS.output, 'w', encoding='utf-8') as file:
+        file.write(text)
+    except OSError as error:
+      sys.exit(f'error: cannot write --output={FLAGS.output} '
+               f'({error.strerror})')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=errors.parse_flags)

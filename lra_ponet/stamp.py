@@ -1,0 +1,70 @@
+"""What made a result: the device, the libraries' versions, the code's.
+
+Every result carries the stamp (results.json, each record of
+evaluations.jsonl, each bench CSV row), so that a number pasted elsewhere
+says what made it:
+
+  device              '<count> x <device kind> (<platform>)'; the bench CSV
+                      has its parts: device_count, device_kind, platform
+  jax_version, jaxlib_version, flax_version, optax_version, numpy_version
+  git_commit          HEAD of the git checkout the code ran from
+  git_clean           whether the code had no uncommitted edits (untracked
+                      files and results/ not counted)
+
+Outside a git checkout (an installed wheel, no git) both git fields are None:
+null in JSON, an empty CSV cell. Files written before a field existed lack
+it; the report shows the commit as unknown.
+"""
+
+import importlib
+import os
+import pathlib
+import subprocess
+
+import jax
+
+LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
+# The checkout holding the lra_ponet package, if it is one.
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def device() -> str:
+  return (f'{jax.device_count()} x {jax.devices()[0].device_kind} '
+          f'({jax.default_backend()})')
+
+
+def device_fields() -> dict:
+  """The device as the bench CSV's columns."""
+  return {'device_kind': jax.devices()[0].device_kind,
+          'device_count': jax.device_count(),
+          'platform': jax.default_backend()}
+
+
+def versions() -> dict:
+  """`<library>_version` of each of LIBRARIES, git_commit and git_clean."""
+  stamp = {f'{name}_version': importlib.import_module(name).__version__
+           for name in LIBRARIES}
+  stamp.update(code_version())
+  return stamp
+
+
+def _git(*args) -> str:
+  # No optional locks: a read must not touch the index others are using.
+  return subprocess.run(['git', *args], cwd=ROOT, capture_output=True,
+                        text=True, check=True,
+                        env=dict(os.environ, GIT_OPTIONAL_LOCKS='0')).stdout
+
+
+def code_version() -> dict:
+  """git_commit and git_clean of ROOT; both None where it is no checkout."""
+  unknown = {'git_commit': None, 'git_clean': None}
+  try:
+    top, commit = _git('rev-parse', '--show-toplevel', 'HEAD').splitlines()
+    if pathlib.Path(top).resolve() != ROOT:
+      return unknown  # Installed inside another repository (its virtualenv).
+    # Results the suite itself appends do not make the code dirty.
+    edits = _git('status', '--porcelain', '--untracked-files=no', '--', '.',
+                 ':(exclude)results')
+  except (OSError, subprocess.CalledProcessError, ValueError):
+    return unknown
+  return {'git_commit': commit, 'git_clean': not edits.strip()}
