@@ -71,7 +71,7 @@ def model_config(*, num_layers, dim, num_heads, mlp_dim, segment_num,
       num_heads=num_heads,
       mlp_dim=mlp_dim,
       dropout=0.1,
-      # Dropout on the attention weights, in every mixer that has them.
+      # Dropout on the attention weights, in the mixers that apply it there.
       attention_dropout=0.1,
       pooling=pooling,  # 'mean', 'cls' or 'first' (models.POOLINGS).
       mean_over='padded_length',  # Or 'real_tokens'.
