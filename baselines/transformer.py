@@ -26,7 +26,7 @@ class SelfAttention(nnx.Module):
   num_heads`; `out` maps them back to `dim`. Padding keys are excluded from
   every softmax. The cudnn path passes the padding as per-example key
   lengths, so it assumes the real tokens come first (padding at the end, as
-  in every LRA task; models.validate_config refuses it where black pixels
+  in every LRA task; validation.validate_config refuses it where black pixels
   are masked anywhere), and it applies no attention dropout (the fused
   kernel of jax has none).
   """
@@ -72,15 +72,24 @@ class SelfAttention(nnx.Module):
         attention.split_heads(projection(x_BxLxD), self.num_heads)
         for projection in (self.query, self.key, self.value))
     if self.implementation == 'cudnn':
-      mixed_BxLxHxK = jax.nn.dot_product_attention(
-          query_BxLxHxK, key_BxLxHxK, value_BxLxHxK,
-          key_value_seq_lengths=mask_BxL.sum(axis=1, dtype=jnp.int32),
-          implementation='cudnn')
+      mixed_BxLxHxK = jax.nn.dot_product_attention(**cudnn_arguments(
+          query_BxLxHxK, key_BxLxHxK, value_BxLxHxK, mask_BxL))
     else:
       mixed_BxLxHxK = attention.dense_attention(
           query_BxLxHxK, key_BxLxHxK, value_BxLxHxK, mask_BxL[:, None],
           self.attention_dropout)
     return self.out(attention.merge_heads(mixed_BxLxHxK))
+
+
+def cudnn_arguments(query_BxLxHxK, key_BxLxHxK, value_BxLxHxK, mask_BxL):
+  """The keyword arguments of `jax.nn.dot_product_attention` for cuDNN.
+
+  Its layout is BTNH, which the heads already have (batch, length, heads,
+  head width); the padding goes in as each example's number of real keys.
+  """
+  return dict(query=query_BxLxHxK, key=key_BxLxHxK, value=value_BxLxHxK,
+              key_value_seq_lengths=mask_BxL.sum(axis=1, dtype=jnp.int32),
+              implementation='cudnn')
 
 
 def _check_implementation(implementation, dtype):

@@ -110,49 +110,6 @@ def configure_mixer(config, name: str):
   return config
 
 
-def _choice(model_config, field, choices):
-  value = model_config[field]
-  if value not in choices:
-    raise UserError(f'unknown model.{field} {value!r}; use one of '
-                    f'{", ".join(choices)}')
-
-
-def check_model_config(model_config):
-  """Refuses unknown choices of the shared encoder's fields."""
-  _choice(model_config, 'pooling', POOLINGS)
-  _choice(model_config, 'mean_over', MEAN_OVER)
-  _choice(model_config, 'linear_init', LINEAR_INITS)
-  _choice(model_config, 'position_embedding', POSITION_EMBEDDINGS)
-  _choice(model_config, 'head', HEADS)
-  _choice(model_config, 'pair_features', PAIR_FEATURES)
-  for field in ('dim', 'num_heads', 'mlp_dim'):
-    if model_config[field] < 1:
-      raise UserError(f'model.{field} must be positive, got '
-                      f'{model_config[field]}')
-  if not 0 < model_config.layer_norm_epsilon < 1:
-    raise UserError('model.layer_norm_epsilon must be in (0, 1), got '
-                    f'{model_config.layer_norm_epsilon}')
-  if model_config.embedding_init_std <= 0:
-    raise UserError('model.embedding_init_std must be positive, got '
-                    f'{model_config.embedding_init_std}')
-
-
-def validate_config(config, task_info):
-  """Model checks of a whole task config, before any data is loaded."""
-  check_model_config(config.model)
-  mixer_class(config.model.name)
-  pixel_mask = config.official_pixel_quirks and not task_info.zero_is_padding
-  if (config.model.name == 'transformer'
-      and config.model.transformer.attention == 'cudnn' and pixel_mask):
-    # The fused kernel takes per-example key lengths, i.e. a prefix of real
-    # tokens; black pixels masked anywhere would be attended to.
-    raise UserError(
-        'attention=cudnn masks only padding at the end, but '
-        f'official_pixel_quirks masks black pixels anywhere in {config.task} '
-        'images; use --config.model.transformer.attention=xla or '
-        '--config.official_pixel_quirks=False')
-
-
 def _pytorch_uniform(key, shape, fan_in):
   bound = 1 / math.sqrt(fan_in)
   return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
@@ -251,7 +208,6 @@ class Encoder(nnx.Module):
 
   def __init__(self, model_config, vocab_size: int, max_len: int, *,
                rngs: nnx.Rngs):
-    check_model_config(model_config)
     dim, dtype = model_config.dim, jnp.dtype(model_config.dtype)
     self.pooling = model_config.pooling
     self.mean_over = model_config.mean_over
@@ -385,7 +341,11 @@ def build_model(model_config, task_info, max_len: int, *, rngs: nnx.Rngs):
 
   Every nnx.Linear is then initialised as `model_config.linear_init` says
   (the 'lra' scheme keeps flax's default in the head, as LRA's code does).
+  Unknown choices of the shared fields are refused first, as a run's
+  validation does, since the branches below would read them as a default.
   """
+  from lra_ponet import validation  # pylint: disable=g-import-not-at-top
+  validation.check_model_fields(model_config)  # It imports this module.
   model_class = PairClassifier if task_info.paired else Classifier
   model = model_class(model_config, task_info.vocab_size, max_len,
                       task_info.num_classes, rngs=rngs)

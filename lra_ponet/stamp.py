@@ -28,16 +28,19 @@ LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def device() -> str:
-  return (f'{jax.device_count()} x {jax.devices()[0].device_kind} '
-          f'({jax.default_backend()})')
+def device(devices=None, platform=None) -> str:
+  """'<count> x <device kind> (<platform>)' of jax's devices, or those given."""
+  fields = device_fields(devices, platform)
+  return (f'{fields["device_count"]} x {fields["device_kind"]} '
+          f'({fields["platform"]})')
 
 
-def device_fields() -> dict:
+def device_fields(devices=None, platform=None) -> dict:
   """The device as the bench CSV's columns."""
-  return {'device_kind': jax.devices()[0].device_kind,
-          'device_count': jax.device_count(),
-          'platform': jax.default_backend()}
+  devices = devices or jax.devices()
+  return {'device_kind': devices[0].device_kind,
+          'device_count': len(devices),
+          'platform': platform or jax.default_backend()}
 
 
 def versions() -> dict:

@@ -15,23 +15,56 @@ from lra_ponet import steps
 from lra_ponet.errors import UserError
 
 
-def validate_config(config):
+def validate_config(config, trace_step: bool = True):
   """Refuses a config that cannot run, before any data is loaded.
 
-  The run's sizes and schedule, the model's fields (models.validate_config,
-  then the heads and dtype), the pixel tasks' padding rule, and last the
-  whole training step traced abstractly (`_check_train_step`).
+  The run's sizes and schedule, the shared model fields, the mixer's name,
+  the heads and dtype, the pixel tasks' padding and attention-mask rules,
+  and last the whole training step traced abstractly (`_check_train_step`),
+  which is where each mixer's own fields are checked, by its constructor.
+  `trace_step=False` leaves the trace to a caller that traces the same step
+  itself (the harness's export, which reports its errors per cell).
   """
   info = tasks.get_task(config.task).INFO
   if config.schedule not in base.SCHEDULES:
     raise UserError(f'unknown schedule {config.schedule!r}; use one of '
                     f'{", ".join(base.SCHEDULES)}')
-  models.validate_config(config, info)
+  check_model_fields(config.model)
+  models.mixer_class(config.model.name)
   _check_sizes(config)
   _check_schedule(config)
   _check_heads_and_dtype(config.model)
   _check_padding(config, info)
-  _check_train_step(config, info)
+  _check_attention_mask(config, info)
+  if trace_step:
+    _check_train_step(config, info)
+
+
+def _choice(model_config, field, choices):
+  value = model_config[field]
+  if value not in choices:
+    raise UserError(f'unknown model.{field} {value!r}; use one of '
+                    f'{", ".join(choices)}')
+
+
+def check_model_fields(model_config):
+  """Refuses unknown choices and impossible sizes of the shared fields."""
+  _choice(model_config, 'pooling', models.POOLINGS)
+  _choice(model_config, 'mean_over', models.MEAN_OVER)
+  _choice(model_config, 'linear_init', models.LINEAR_INITS)
+  _choice(model_config, 'position_embedding', models.POSITION_EMBEDDINGS)
+  _choice(model_config, 'head', models.HEADS)
+  _choice(model_config, 'pair_features', models.PAIR_FEATURES)
+  for field in ('dim', 'num_heads', 'mlp_dim'):
+    if model_config[field] < 1:
+      raise UserError(f'model.{field} must be positive, got '
+                      f'{model_config[field]}')
+  if not 0 < model_config.layer_norm_epsilon < 1:
+    raise UserError('model.layer_norm_epsilon must be in (0, 1), got '
+                    f'{model_config.layer_norm_epsilon}')
+  if model_config.embedding_init_std <= 0:
+    raise UserError('model.embedding_init_std must be positive, got '
+                    f'{model_config.embedding_init_std}')
 
 
 def _check_sizes(config):
@@ -68,6 +101,20 @@ def _check_padding(config, info):
     raise UserError(f'the {config.task} task has no padding id (pixel 0 is '
                     f'black): set config.padded_len = config.max_len '
                     f'({config.max_len})')
+
+
+def _check_attention_mask(config, info):
+  """cuDNN's fused attention takes per-example key lengths: a prefix."""
+  black_pixels_masked = (config.official_pixel_quirks
+                         and not info.zero_is_padding)
+  if (config.model.name == 'transformer'
+      and config.model.transformer.attention == 'cudnn'
+      and black_pixels_masked):
+    raise UserError(
+        'attention=cudnn masks only padding at the end, but '
+        f'official_pixel_quirks masks black pixels anywhere in {config.task} '
+        'images; use --config.model.transformer.attention=xla or '
+        '--config.official_pixel_quirks=False')
 
 
 def _check_schedule(config):
@@ -109,7 +156,7 @@ def _check_train_step(config, info):
     return steps.make_train_step(graphdef, mask_zero_tokens)(state, batch)
 
   try:
-    jax.eval_shape(train_step, _batch_shape(config, info))
+    jax.eval_shape(train_step, batch_shape(config, info))
   except _VALUE_ERRORS + _MISMATCH_ERRORS as error:
     message = (str(error).strip().splitlines() or [''])[0]
     if isinstance(error, _MISMATCH_ERRORS):  # "'name'" alone says nothing.
@@ -127,7 +174,7 @@ _VALUE_ERRORS = (ValueError, TypeError, ZeroDivisionError)
 _MISMATCH_ERRORS = (AttributeError, KeyError, IndexError)
 
 
-def _batch_shape(config, info):
+def batch_shape(config, info):
   """A training batch's shapes; the step casts the token ids to int32."""
   length = (2, config.padded_len) if info.paired else (config.padded_len,)
   return {'inputs': jax.ShapeDtypeStruct((config.batch_size, *length),

@@ -58,6 +58,7 @@ def by_cell(frame):
   return {(row.model, row.length): row for row in frame.itertuples()}
 
 
+@pytest.mark.smoke
 def test_tiny_sweep_records_every_cell(tiny_sweep):
   process, frame = tiny_sweep
   assert list(frame.columns) == list(schema.COLUMNS)

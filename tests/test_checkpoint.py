@@ -206,6 +206,7 @@ def reference(env, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.smoke
 def test_killed_run_resumes_to_the_same_result(env, reference, tmp_path):
   workdir = tmp_path / 'run'
   with open(tmp_path / 'killed.log', 'w', encoding='utf-8') as log:

@@ -12,6 +12,7 @@ under both presets for PoNet, and under `lra` for the Transformer.)
 
 import optax
 import pytest
+from flax import nnx
 
 from lra_ponet import models
 from lra_ponet import optim
@@ -111,3 +112,12 @@ def test_each_check_of_the_pass_refuses_in_one_line(task, changes, message):
   with pytest.raises(UserError, match=message) as refused:
     validation.validate_config(config)
   assert '\n' not in str(refused.value)
+
+
+def test_a_model_built_directly_refuses_an_unknown_choice():
+  config = tasks.get_config('listops', 'ponet', 'ponet')
+  config.model.pooling = 'max'
+  with pytest.raises(UserError, match=r"unknown model\.pooling 'max'; use "
+                     'one of'):
+    models.build_model(config.model, tasks.get_task('listops').INFO, 16,
+                       rngs=nnx.Rngs(0))

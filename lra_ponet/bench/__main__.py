@@ -7,6 +7,7 @@ r"""Speed and memory of one training step per (model, sequence length) cell.
   python -m lra_ponet.bench --task=text --until_oom --max_length=262144
   python -m lra_ponet.bench --task=listops --preset=lra --models=ponet,fnet \
       --config.model.dim=128 --config.model.ponet.segment_num=32
+  python -m lra_ponet.bench --task=text --export_platforms=cuda,tpu
 
 A cell is one full training step (forward, backward, AdamW update) of
 `steps.make_train_step`, jitted with the state donated and compiled ahead of
@@ -30,6 +31,10 @@ machines that limit a command's time).
 that mixer's cells, and each row records the overrides. The sweep's axes
 (length, batch, dtype, attention) come from their flags instead.
 
+With --export_platforms, nothing is timed: each cell's step is lowered for
+those platforms (`lra_ponet/bench/export.py`), one line per cell and
+platform, and the command fails if any cannot be.
+
 Every cell appends one row to `<results_dir>/bench_<device kind>.csv` (header
 written once; a rerun appends, never overwrites); `lra_ponet/bench/schema.py`
 describes its columns.
@@ -50,6 +55,7 @@ from lra_ponet import errors
 from lra_ponet import models
 from lra_ponet import validation
 from lra_ponet.bench import child
+from lra_ponet.bench import export
 from lra_ponet.bench import sweep
 from lra_ponet.errors import UserError
 
@@ -103,6 +109,10 @@ def define_flags():
                       'rows share the id, and a model that ran out of memory '
                       'or time in it is not run again at longer lengths. '
                       'Default: a new id from the UTC time and pid.')
+  flags.DEFINE_list('export_platforms', [],
+                    'Lower each cell\'s training step for these platforms '
+                    f'({", ".join(export.PLATFORMS)}) instead of timing it; '
+                    'no such device is needed.')
   flags.DEFINE_string('cell', None, 'Internal: run one cell (JSON) and print '
                       'its result.')
   flags.DEFINE_boolean('probe', False, 'Internal: print the device stamp.')
@@ -186,9 +196,11 @@ def check_flags(overrides=None):
   for length in lengths:
     sweep.batch_for(length, batch_size, FLAGS.tokens_per_batch)
   for model, attention in mixers:
+    # An export traces each step itself, and cuDNN's not at all off a GPU
+    # (export.skip_reason); a sweep's cells are traced here first.
     validation.validate_config(child.cell_config(sweep.make_cell(
         settings_from_flags(overrides), model, attention, lengths[0],
-        batch_size)))
+        batch_size)), trace_step=not FLAGS.export_platforms)
   return lengths, mixers, batch_size
 
 
@@ -237,6 +249,24 @@ def check_device(mixers, device_stamp):
                     f'({device_stamp["platform"]})')
 
 
+def export_all(overrides):
+  """--export_platforms: every cell lowered for every platform, or an exit."""
+  export.check_platforms(FLAGS.export_platforms)
+  lengths, mixers, batch_size = check_flags(overrides)
+  settings = settings_from_flags(overrides)
+  cells = [(sweep.label(model, attention),
+            sweep.make_cell(settings, model, attention, length, batch_size))
+           for length in lengths for model, attention in mixers]
+  statuses = export.run(cells, FLAGS.export_platforms)
+  summary = (f'{statuses["ok"]} lowered, {statuses["skipped"]} skipped, '
+             f'{statuses["error"]} failed, of {len(cells)} cells x '
+             f'{", ".join(FLAGS.export_platforms)}')
+  if statuses['error']:
+    raise UserError(f'{summary}; the lines above name each failing step and '
+                    'its first error')
+  print(f'Done: {summary}')
+
+
 def main(parsed):
   overrides = parsed[1]
   try:
@@ -245,6 +275,9 @@ def main(parsed):
       return
     if FLAGS.probe:
       child.probe_here()
+      return
+    if FLAGS.export_platforms:
+      export_all(overrides)
       return
     lengths, mixers, batch_size = check_flags(overrides)
     device_stamp = sweep.probe_device()

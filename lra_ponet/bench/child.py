@@ -134,8 +134,22 @@ def time_steps(compiled, state, batch, warmup: int, steps: int) -> list:
   return times_ms
 
 
-def measure(cell) -> dict:
-  """Compiles and times one cell in this process; emits partial results."""
+def memory_stats(device) -> dict:
+  """The device's allocator counters; empty where it keeps none (CPU)."""
+  read = getattr(device, 'memory_stats', None)
+  try:
+    return (read() if read else None) or {}
+  except (NotImplementedError, RuntimeError):  # A backend without them.
+    return {}
+
+
+def measure(cell, device=None) -> dict:
+  """Compiles and times one cell in this process; emits partial results.
+
+  `device` (default: jax's first) is where the memory figures and the
+  device kind are read; the step runs on jax's default device.
+  """
+  device = device or jax.devices()[0]
   config = cell_config(cell)
   info = tasks.get_task(cell['task']).INFO
   graphdef, _, state = steps.create_train_state(config, info)
@@ -144,10 +158,8 @@ def measure(cell) -> dict:
   compiled, state, compiled_fields = compile_step(graphdef, state, batch)
   result.update(compiled_fields)
 
-  device = jax.devices()[0]
-  stats = device.memory_stats() or {}
-  result['bytes_limit'] = stats.get('bytes_limit')
-  cap = cell['memory_cap_bytes'] or stats.get('bytes_limit') or (
+  result['bytes_limit'] = memory_stats(device).get('bytes_limit')
+  cap = cell['memory_cap_bytes'] or result['bytes_limit'] or (
       host_memory_bytes())
   result['memory_cap_bytes'] = cap
   _emit(result)
@@ -165,8 +177,7 @@ def measure(cell) -> dict:
       status='ok', reason='', ms_median=median_ms, ms_min=min(times_ms),
       ms_max=max(times_ms), steps_per_s=steps_per_s,
       tokens_per_s=math.prod(batch['inputs'].shape) * steps_per_s,
-      peak_bytes_in_use=(device.memory_stats() or {}).get(
-          'peak_bytes_in_use'))
+      peak_bytes_in_use=memory_stats(device).get('peak_bytes_in_use'))
   result.update(peaks.achieved(result, cell['dtype'], device.device_kind))
   return result
 
