@@ -9,7 +9,6 @@ import glob
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 
@@ -40,7 +39,7 @@ def main():
   best, best_version = None, sys.version_info[:2]
   for executable in candidates():
     version = version_of(executable)
-    if version and version > best_version and shutil.which(executable):
+    if version and version > best_version:
       best, best_version = executable, version
   if best:
     print(best)

@@ -182,15 +182,19 @@ def measure(cell, device=None) -> dict:
   return result
 
 
+def error_line(error) -> str:
+  """'<Type>: <first line of its message>', at most 300 characters."""
+  message = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {message[0] if message else ""}'[:300]
+
+
 def run_cell_here(cell_json: str):
   """The child's entry: measures, prints the result line, never raises."""
   try:
     result = measure(json.loads(cell_json))
   except Exception as error:  # pylint: disable=broad-except
-    message = str(error).strip().splitlines()
-    line = f'{type(error).__name__}: {message[0] if message else ""}'
     result = {'status': 'OOM' if is_oom(str(error)) else 'error',
-              'reason': line[:300]}
+              'reason': error_line(error)}
   _emit(result)
 
 

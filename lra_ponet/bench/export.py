@@ -56,9 +56,7 @@ def lower(function, args, platform) -> dict:
   try:
     exported = jax.export.export(function, platforms=(platform,))(*args)
   except Exception as error:  # pylint: disable=broad-except
-    lines = str(error).strip().splitlines()
-    return {'status': 'error',
-            'reason': f'{type(error).__name__}: {lines[0] if lines else ""}'}
+    return {'status': 'error', 'reason': child.error_line(error)}
   return {'status': 'ok', 'reason': '',
           'stablehlo_bytes': len(exported.mlir_module_serialized)}
 
@@ -86,23 +84,21 @@ def cell_step(cell):
 
 
 def export_cell(cell, platforms) -> dict:
-  """platform -> the export's fields, for one cell."""
-  results = {}
-  step_and_args = None
-  for platform in platforms:
-    reason = skip_reason(cell, platform)
-    if reason:
-      results[platform] = {'status': 'skipped', 'reason': reason}
-      continue
+  """platform -> the export's fields, for one cell; its step built once."""
+  results = {platform: {'status': 'skipped', 'reason': reason}
+             for platform in platforms
+             if (reason := skip_reason(cell, platform))}
+  to_lower = [platform for platform in platforms if platform not in results]
+  if to_lower:
     try:
-      step_and_args = step_and_args or cell_step(cell)
+      step, args = cell_step(cell)
     except Exception as error:  # pylint: disable=broad-except
-      lines = str(error).strip().splitlines()
-      results[platform] = {'status': 'error', 'reason': (
-          f'{type(error).__name__}: {lines[0] if lines else ""}')}
-      continue
-    results[platform] = lower(*step_and_args, platform)
-  return results
+      failed = {'status': 'error', 'reason': child.error_line(error)}
+      results.update({platform: failed for platform in to_lower})
+    else:
+      results.update({platform: lower(step, args, platform)
+                      for platform in to_lower})
+  return {platform: results[platform] for platform in platforms}
 
 
 def describe(fields) -> str:
