@@ -20,11 +20,10 @@ COMMANDS = ('lra_ponet.run', 'lra_ponet.evaluate', 'lra_ponet.bench.__main__',
             'lra_ponet.spread')
 
 
-# The CLI's part is the same for every mixer; these cover the default, the
-# Transformer's fields (a reference to model.dim among them) and a mixer
-# with parameter groups of its own. Every mixer trains end to end in
-# test_learning.py.
-CLI_MODELS = ('ponet', 'transformer', 's4d')
+# The CLI's part is the same for every mixer; these cover the three originals
+# and a mixer with config fields and parameter groups of its own. Every
+# mixer trains end to end in test_learning.py.
+CLI_MODELS = ('ponet', 'transformer', 'fnet', 's4d')
 
 
 @pytest.mark.parametrize('model', CLI_MODELS)
