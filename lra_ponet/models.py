@@ -22,7 +22,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from lra_ponet import jax_compat
 from lra_ponet.errors import UserError
+
+# Tracing a model on jax < 0.12 otherwise slows with the model's size.
+jax_compat.drop_the_trace_walk()
 
 # name -> 'module:Class' of a class following `contract.TokenMixer`; the
 # module is imported when the mixer is first used.
