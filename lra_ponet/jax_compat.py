@@ -9,6 +9,7 @@ time quadratic in its size. Tracing the training step of each of the 18
 mixers at the tiny sizes of tests/test_validation.py took 7.6 to 8.8 s
 with the walk and 5.7 to 5.8 s without it on one core, LSTR's 2.0 s and
 1.1 s.
+
 jax 0.12 raises the same AttributeError without the walk; this gives older
 jax that version's property. Nothing else changes: `hasattr` and `getattr`
 answer as before, and an uncaught error keeps its first sentence.
