@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lra_ponet.dropout import Dropout
+
 
 def attention_projections(dim: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
                           use_bias: bool = True, qkv_dim: int | None = None):
@@ -49,7 +51,7 @@ def attention_logits(query_xLxHxK, key_xMxHxK):
                     key_xMxHxK) / math.sqrt(query_xLxHxK.shape[-1])
 
 
-def masked_softmax(logits, allowed=None, dropout: nnx.Dropout | None = None):
+def masked_softmax(logits, allowed=None, dropout: Dropout | None = None):
   """Softmax over the last axis, of the logits `allowed` (None: all), then
   `dropout` on the weights.
 
@@ -70,7 +72,7 @@ def mix_values(probs_xHxLxM, value_xMxHxK):
 
 
 def dense_attention(query_xLxHxK, key_xMxHxK, value_xMxHxK, allowed_xLxM=None,
-                    dropout: nnx.Dropout | None = None):
+                    dropout: Dropout | None = None):
   """Softmax attention of each query over the keys it is allowed: ...xLxHxK.
 
   `allowed_xLxM` (None: every key) is shared by the heads and broadcasts,
@@ -123,7 +125,7 @@ def block_offsets(query_block: int, key_block: int, before: int = 1,
 
 
 def banded_attention(query_BxLxHxK, key_BxMxHxK, value_BxMxHxK, key_mask_BxM,
-                     near_QxS, dropout: nnx.Dropout | None = None, *,
+                     near_QxS, dropout: Dropout | None = None, *,
                      before: int = 1, after: int = 1, global_keys: int = 0):
   """Blocked softmax attention under a band: BxLxHxK, memory O(L S).
 

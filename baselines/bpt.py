@@ -54,7 +54,7 @@ import numpy as np
 from flax import nnx
 
 from lra_ponet.baselines import attention
-
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 # Rows of the official edge-type table (`BPTBlock.MAX_ETYPE`).
@@ -131,7 +131,7 @@ class BinaryPartitionAttention(nnx.Module):
       self.edge_types = nnx.Param(jax.random.uniform(
           rngs.params(), ((2 * k + 1) * (clip + 1), head_dim),
           minval=-bound, maxval=bound))
-    self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
+    self.attention_dropout = Dropout(attention_dropout, rngs=rngs)
 
   @classmethod
   def default_config(cls, config):

@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 from lra_ponet.baselines import attention
-
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 
@@ -77,7 +77,7 @@ class ClusterFormerAttention(nnx.Module):
 
     self.query, self.key, self.value, self.out = (
         attention.attention_projections(dim, rngs=rngs, dtype=dtype))
-    self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
+    self.attention_dropout = Dropout(attention_dropout, rngs=rngs)
     if clustered:
       self.centroids = Centroids(jax.random.normal(
           rngs.params(), (num_clusters, dim), jnp.float32))

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lra_ponet.baselines import attention
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 # The official clamp before the log.
@@ -67,7 +68,7 @@ class DynamicMaskAttention(nnx.Module):
     self.forward_position = nnx.Param(normal(rngs.params(), (max_distance,)))
     self.backward_position = nnx.Param(normal(rngs.params(), (max_distance,)))
     self.head = nnx.Param(normal(rngs.params(), (num_heads,)))
-    self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
+    self.attention_dropout = Dropout(attention_dropout, rngs=rngs)
 
   @classmethod
   def default_config(cls, config):

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lra_ponet.baselines import attention
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 
@@ -72,7 +73,7 @@ class LongformerAttention(nnx.Module):
       self.global_query, self.global_key, self.global_value = (
           linear(), linear(), linear())
     self.out = linear()
-    self.attention_dropout = nnx.Dropout(attention_dropout,
+    self.attention_dropout = Dropout(attention_dropout,
                                          broadcast_dims=(), rngs=rngs)
 
   @classmethod

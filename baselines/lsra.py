@@ -52,7 +52,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lra_ponet.baselines import attention
-
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 CONV_TYPES = ('dynamic', 'lightweight')
@@ -79,7 +79,7 @@ class LongShortRangeAttention(nnx.Module):
     self.padding = padding
     self.query, self.key, self.value, self.attention_out = (
         attention.attention_projections(half, rngs=rngs, dtype=dtype))
-    self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
+    self.attention_dropout = Dropout(attention_dropout, rngs=rngs)
     conv_dim = dim - half
     self.glu = glu and conv_type == 'dynamic'
 
@@ -93,7 +93,7 @@ class LongShortRangeAttention(nnx.Module):
     else:
       self.taps = nnx.Param(nnx.initializers.xavier_uniform()(
           rngs.params(), (conv_heads, kernel_size)))
-    self.weight_dropout = nnx.Dropout(weight_dropout, rngs=rngs)
+    self.weight_dropout = Dropout(weight_dropout, rngs=rngs)
     self.conv_out = linear(conv_dim)
 
   @classmethod

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lra_ponet.baselines import attention
-
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 
@@ -61,7 +61,7 @@ class CrossAttention(nnx.Module):
 
     self.query, self.key, self.value, self.out = (
         attention.attention_projections(dim, rngs=rngs, dtype=dtype))
-    self.attention_dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.attention_dropout = Dropout(dropout, rngs=rngs)
 
   def __call__(self, x_BxQxD, memory_BxMxD, memory_mask_BxM=None):
     def heads(projection, x_BxNxD):
@@ -93,7 +93,7 @@ class LatentLayer(nnx.Module):
                            rngs=rngs)
 
     def drop():
-      return nnx.Dropout(dropout, rngs=rngs)
+      return Dropout(dropout, rngs=rngs)
 
     self.self_attention = attention_layer()
     self.cross_attention = attention_layer()

@@ -51,6 +51,7 @@ import numpy as np
 from flax import nnx
 
 from lra_ponet.baselines import attention
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 POOLINGS = ('mean', 'ldconv')
@@ -87,7 +88,7 @@ class Poolingformer(nnx.Module):
     if pooling == 'ldconv':
       self.pool_weights = nnx.Linear(dim, num_heads * pool_size, dtype=dtype,
                                      rngs=rngs)
-    self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
+    self.attention_dropout = Dropout(attention_dropout, rngs=rngs)
 
   @classmethod
   def default_config(cls, config):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lra_ponet.baselines import attention
-
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 IMPLEMENTATIONS = ('xla', 'cudnn')
@@ -49,7 +49,7 @@ class SelfAttention(nnx.Module):
     self.query, self.key, self.value, self.out = (
         attention.attention_projections(dim, rngs=rngs, dtype=dtype,
                                         use_bias=use_bias, qkv_dim=qkv_dim))
-    self.attention_dropout = nnx.Dropout(attention_dropout, rngs=rngs)
+    self.attention_dropout = Dropout(attention_dropout, rngs=rngs)
 
   @classmethod
   def default_config(cls, config):

@@ -73,6 +73,10 @@ def model_config(*, num_layers, dim, num_heads, mlp_dim, segment_num,
       dropout=0.1,
       # Dropout on the attention weights, in the mixers that apply it there.
       attention_dropout=0.1,
+      # Random bits per dropout mask element: 16 (lra_ponet.dropout, four
+      # elements per Threefry hash) or 32 (nnx.Dropout's); runs saved
+      # before this field existed read as 32.
+      dropout_mask_bits=16,
       pooling=pooling,  # 'mean', 'cls' or 'first' (models.POOLINGS).
       mean_over='padded_length',  # Or 'real_tokens'.
       dtype='float32',  # Compute dtype; parameters stay float32.

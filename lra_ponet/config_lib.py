@@ -31,6 +31,9 @@ MOVED_MIXER_FIELDS = {
     'ponet': ('segment_num', 'local_window'),
     'transformer': ('attention', 'attention_bias', 'qkv_dim'),
 }
+# Fields added after runs were saved without them: the value that
+# reproduces those runs, which `migrate` fills in.
+ADDED_FIELDS = {'model.dropout_mask_bits': 32}
 
 
 def flatten(config_dict: dict) -> dict:
@@ -66,11 +69,16 @@ def migrate(saved: dict) -> dict:
   """A saved config (a dict) in the current layout; the input is unchanged.
 
   The moved mixer fields go under the chosen mixer's name; those of a mixer
-  that was not chosen are dropped, since that mixer never read them.
+  that was not chosen are dropped, since that mixer never read them. An
+  added field that is absent gets the value of `ADDED_FIELDS`.
   """
   model = saved.get('model', {})
-  if not any(field in model for fields in MOVED_MIXER_FIELDS.values()
-             for field in fields):
+  moved_any = any(field in model for fields in MOVED_MIXER_FIELDS.values()
+                  for field in fields)
+  flat = flatten(saved)
+  missing = {field: value for field, value in ADDED_FIELDS.items()
+             if field not in flat}
+  if not model or not (moved_any or missing):
     return saved
   saved = copy.deepcopy(saved)
   model = saved['model']
@@ -78,7 +86,30 @@ def migrate(saved: dict) -> dict:
     moved = {field: model.pop(field) for field in fields if field in model}
     if mixer == model.get('name') and moved:
       model.setdefault(mixer, {}).update(moved)
+  for field, value in missing.items():
+    *parents, name = field.split('.')
+    section = saved
+    for parent in parents:
+      section = section.setdefault(parent, {})
+    section[name] = value
   return saved
+
+
+def without_added_defaults(config: dict) -> dict:
+  """`config` less the added fields that hold their `ADDED_FIELDS` value.
+
+  A run's identity (the report's config hash) then stays what it was
+  before those fields existed.
+  """
+  config = copy.deepcopy(config)
+  for field, value in ADDED_FIELDS.items():
+    *parents, name = field.split('.')
+    section = config
+    for parent in parents:
+      section = section.get(parent, {})
+    if name in section and section[name] == value:
+      del section[name]
+  return config
 
 
 def rebuild(saved: dict):

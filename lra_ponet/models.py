@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from lra_ponet import jax_compat
+from lra_ponet.dropout import Dropout
 from lra_ponet.errors import UserError
 
 # Tracing a model on jax < 0.12 otherwise slows with the model's size.
@@ -188,15 +189,15 @@ class EncoderBlock(nnx.Module):
     self.pool = (mixer.pool_from_config(model_config, rngs=rngs,
                                         layer_index=layer_index)
                  if hasattr(mixer, 'pool_from_config') else None)
-    self.mixer_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
+    self.mixer_dropout = Dropout(model_config.dropout, rngs=rngs)
     self.mlp_norm = nnx.LayerNorm(dim, epsilon=epsilon, dtype=dtype,
                                   rngs=rngs)
     self.mlp_in = nnx.Linear(dim, model_config.mlp_dim, dtype=dtype,
                              rngs=rngs)
-    self.mlp_hidden_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
+    self.mlp_hidden_dropout = Dropout(model_config.dropout, rngs=rngs)
     self.mlp_out = nnx.Linear(model_config.mlp_dim, dim, dtype=dtype,
                               rngs=rngs)
-    self.mlp_out_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
+    self.mlp_out_dropout = Dropout(model_config.dropout, rngs=rngs)
 
   def __call__(self, x_BxLxD, mask_BxL):
     mixed_BxLxD = self.mixer(self.mixer_norm(x_BxLxD), mask_BxL)
@@ -233,7 +234,7 @@ class Encoder(nnx.Module):
                   if model_config.linear_init == 'lra'
                   else nnx.initializers.normal(0.02))
       self.cls_token = nnx.Param(cls_init(rngs.params(), (1, 1, dim)))
-    self.embed_dropout = nnx.Dropout(model_config.dropout, rngs=rngs)
+    self.embed_dropout = Dropout(model_config.dropout, rngs=rngs)
     shared = shared_mixer_params(model_config, num_positions, rngs=rngs)
     self.blocks = nnx.List([
         EncoderBlock(model_config, rngs=rngs, layer_index=index,
@@ -344,7 +345,9 @@ def build_model(model_config, task_info, max_len: int, *, rngs: nnx.Rngs):
   """The classifier for a task: paired tasks get the two-tower head.
 
   Every nnx.Linear is then initialised as `model_config.linear_init` says
-  (the 'lra' scheme keeps flax's default in the head, as LRA's code does).
+  (the 'lra' scheme keeps flax's default in the head, as LRA's code does),
+  and every dropout draws its masks as `model_config.dropout_mask_bits`
+  says.
   Unknown choices of the shared fields are refused first, as a run's
   validation does, since the branches below would read them as a default.
   """
@@ -356,7 +359,15 @@ def build_model(model_config, task_info, max_len: int, *, rngs: nnx.Rngs):
   scheme = model_config.linear_init
   reinit_linears(model.encoder, scheme, rngs)
   reinit_linears(model.head, 'flax' if scheme == 'lra' else scheme, rngs)
+  set_dropout_mask_bits(model, model_config.dropout_mask_bits)
   return model
+
+
+def set_dropout_mask_bits(module, mask_bits: int):
+  """Every `dropout.Dropout` in `module` draws masks of `mask_bits` bits."""
+  for _, submodule in nnx.iter_modules(module):
+    if isinstance(submodule, Dropout):
+      submodule.mask_bits = mask_bits
 
 
 def count_params(model) -> int:

@@ -8,6 +8,7 @@ seconds.
 import jax
 import jax.numpy as jnp
 
+from lra_ponet import dropout
 from lra_ponet import tasks
 from lra_ponet.configs import base
 from lra_ponet import models
@@ -44,7 +45,7 @@ def _choice(model_config, field, choices):
   value = model_config[field]
   if value not in choices:
     raise UserError(f'unknown model.{field} {value!r}; use one of '
-                    f'{", ".join(choices)}')
+                    f'{", ".join(map(str, choices))}')
 
 
 def check_model_fields(model_config):
@@ -55,6 +56,7 @@ def check_model_fields(model_config):
   _choice(model_config, 'position_embedding', models.POSITION_EMBEDDINGS)
   _choice(model_config, 'head', models.HEADS)
   _choice(model_config, 'pair_features', models.PAIR_FEATURES)
+  _choice(model_config, 'dropout_mask_bits', dropout.MASK_BITS)
   for field in ('dim', 'num_heads', 'mlp_dim'):
     if model_config[field] < 1:
       raise UserError(f'model.{field} must be positive, got '

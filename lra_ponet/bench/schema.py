@@ -8,6 +8,11 @@ written once; a rerun appends, never overwrites). Columns:
   date                UTC time the cell finished
   task, preset        the config: `tasks.get_config(task, preset)`
   model               the token mixer (lra_ponet.models.MIXERS)
+  framework           lra_ponet (this suite), or official: the official
+                      PoNet LRA code under PyTorch, timed by
+                      benchmarks/official_cpu.py (its preset `official`);
+                      rows written before this column existed are the
+                      suite's
   attention           Transformer only: xla (explicit L x L softmax) or cudnn
   length              sequence length L (max_len = padded_len = L)
   batch_size          examples per step
@@ -58,6 +63,10 @@ written once; a rerun appends, never overwrites). Columns:
                       optax_version, numpy_version and git_clean existed
                       have them empty, and their git_commit ends in "+dirty"
                       where the code had local edits
+  glibc_tunables      the GLIBC_TUNABLES the cell ran with: the harness
+                      sets glibc.malloc.hugetlb=1 (huge pages for large
+                      malloc buffers; same results) unless it is set; empty
+                      for none, and in rows written before this column
   overrides           the sweep's --config.FIELD=VALUE overrides as JSON
                       (field: text), each applied to the cells whose config
                       has the field; `{}` when none (empty in older rows)
@@ -82,7 +91,8 @@ from lra_ponet.bench import child
 from lra_ponet.errors import UserError
 
 COLUMNS = (
-    'sweep_id', 'date', 'task', 'preset', 'model', 'attention', 'length',
+    'sweep_id', 'date', 'task', 'preset', 'model', 'framework', 'attention',
+    'length',
     'batch_size', 'tokens_per_batch', 'dtype', 'segment_num', 'segment_len',
     'num_params', 'status', 'reason', 'compile_s', 'ms_median', 'ms_min',
     'ms_max', 'steps_per_s', 'tokens_per_s', 'flops_per_step',
@@ -94,7 +104,7 @@ COLUMNS = (
     'memory_cap_bytes', 'steps', 'warmup', 'cell_timeout_s', 'wall_s',
     'device_kind', 'device_count', 'platform', 'jax_version',
     'jaxlib_version', 'flax_version', 'optax_version', 'numpy_version',
-    'git_commit', 'git_clean', 'overrides', 'config_json')
+    'git_commit', 'git_clean', 'glibc_tunables', 'overrides', 'config_json')
 
 
 def slug(text: str) -> str:
@@ -110,8 +120,9 @@ def row_for(cell, fields, shared):
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
       task=cell['task'], preset=cell['preset'], model=cell['model'],
-      attention=cell['attention'], length=cell['length'],
-      batch_size=cell['batch_size'], dtype=cell['dtype'],
+      framework='lra_ponet', attention=cell['attention'],
+      length=cell['length'], batch_size=cell['batch_size'],
+      dtype=cell['dtype'],
       segment_num=config.model.ponet.segment_num if is_ponet else None,
       segment_len=(cell['length'] // config.model.ponet.segment_num + 1
                    if is_ponet else None),
@@ -146,8 +157,10 @@ def earlier_rows(path: pathlib.Path, sweep_id: str, setting: dict):
   if not path.exists():
     return []
   with open(path, newline='', encoding='utf-8') as stream:
+    # The official code's rows of a comparison share the id, not the setting.
     rows = [row for row in csv.DictReader(stream)
-            if row['sweep_id'] == sweep_id]
+            if row['sweep_id'] == sweep_id
+            and row.get('framework') in (None, '', 'lra_ponet')]
   for row in rows:
     differ = [name for name, value in setting.items()
               if row[name] != str(value)]

@@ -34,6 +34,9 @@ def load_bench(results_dir):
       raise UserError(f'{path} is not a bench CSV of lra_ponet.bench (no '
                       f'rows or missing {", ".join(missing)})')
     frame['attention'] = frame['attention'].fillna('')
+    # Rows written before the column existed are the suite's.
+    frame['framework'] = (frame['framework'].fillna('lra_ponet')
+                          if 'framework' in frame.columns else 'lra_ponet')
     frame['label'] = [row_label(m, a) for m, a in
                       zip(frame['model'], frame['attention'])]
     frames[path.stem[len('bench_'):]] = frame
@@ -41,7 +44,12 @@ def load_bench(results_dir):
 
 
 def config_hash(config: dict) -> str:
-  """Eight hex digits of the whole config except the seed."""
+  """Eight hex digits of the whole config except the seed.
+
+  Added fields at the value that reproduces older runs are left out
+  (`config_lib.without_added_defaults`), so a run keeps its hash.
+  """
+  config = config_lib.without_added_defaults(config)
   rest = {name: value for name, value in config.items() if name != 'seed'}
   text = json.dumps(rest, sort_keys=True)
   return hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]

@@ -10,6 +10,7 @@ import json
 
 from lra_ponet import stamp as stamp_lib
 from lra_ponet.report import markdown
+from lra_ponet.report import official
 from lra_ponet.report import published
 
 REFERENCE = 'transformer (xla)'
@@ -262,7 +263,8 @@ def sweep_section(sweep) -> str:
 
 
 def bench_report(device, frame, all_sweeps: bool) -> str:
-  sweeps = select_sweeps(frame, all_sweeps)
+  suite, _ = official.split(frame)
+  sweeps = select_sweeps(suite, all_sweeps) if len(suite) else []
   parts = [f'# Training-step speed and memory: {device}', '',
            'Made by `python -m lra_ponet.report` from '
            f'`bench_{device}.csv` (`python -m lra_ponet.bench`; method in its '
@@ -272,5 +274,8 @@ def bench_report(device, frame, all_sweeps: bool) -> str:
   if (frame['platform'] == 'cpu').any():
     parts += [CPU_NOTE, '']
   parts += [sweep_section(sweep) for sweep in sweeps]
+  comparison = official.comparison_section(frame)
+  if comparison:
+    parts.append(comparison)
   parts.append(published.published_section())
   return '\n'.join(parts)
