@@ -23,10 +23,9 @@ classes are imported from `--official_code` unmodified; only its PoNet
 `segment_num` on Text is set to L, the suite's segments of two tokens at
 every length (the official config's 4,096, which equals L only at 4,096).
 Both time each step from start to finished result (jax: block_until_ready;
-PyTorch runs eagerly on the CPU) after the same warm-up steps, both under
-the same environment, `GLIBC_TUNABLES` included (the harness sets
-`glibc.malloc.hugetlb=1` unless it is set; the official cells get the
-same).
+PyTorch runs eagerly on the CPU) after the same warm-up steps, each cell in
+a fresh process under the same environment (`GLIBC_TUNABLES` included,
+recorded in the rows).
 
 Rows go to `<results_dir>/bench_<device>.csv` in the bench's columns:
 `framework` is `lra_ponet` or `official`; an official row's `config_json`
@@ -37,6 +36,7 @@ columns are the suite's environment that ran it.
 
 import copy
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -50,6 +50,7 @@ from lra_ponet.bench import child
 from lra_ponet.bench import schema
 from lra_ponet.bench import sweep
 from lra_ponet.errors import UserError
+from lra_ponet import xla_flags
 
 FLAGS = flags.FLAGS
 # The official code's attention type of each suite model.
@@ -220,7 +221,7 @@ def compare(code: pathlib.Path):
   started = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
   shared = dict(device_stamp, tokens_per_batch=0,
                 cell_timeout_s=FLAGS.cell_timeout,
-                glibc_tunables=sweep.child_env().get('GLIBC_TUNABLES', ''))
+                glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''))
   for round_index in range(FLAGS.rounds):
     for count, (task, length, batch, model) in enumerate(cells()):
       sweep_id = f'official-{started}-{task}-r{round_index}'
@@ -271,5 +272,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  xla_flags.set_cpu_defaults()  # The suite's cells run with them.
   define_flags()
   app.run(main, flags_parser=errors.parse_flags)

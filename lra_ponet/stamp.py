@@ -44,10 +44,12 @@ def device_fields(devices=None, platform=None) -> dict:
 
 
 def versions() -> dict:
-  """`<library>_version` of each of LIBRARIES, git_commit and git_clean."""
+  """`<library>_version` of each of LIBRARIES, git_commit and git_clean,
+  and the XLA_FLAGS the process runs with (`xla_flags`)."""
   stamp = {f'{name}_version': importlib.import_module(name).__version__
            for name in LIBRARIES}
   stamp.update(code_version())
+  stamp['xla_flags'] = os.environ.get('XLA_FLAGS', '')
   return stamp
 
 

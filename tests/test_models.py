@@ -346,3 +346,21 @@ def test_all_padding_row_gives_finite_outputs_and_gradients(name):
   for path, leaf in jax.tree_util.tree_leaves_with_path(
       nnx.to_pure_dict(grads)):
     assert np.isfinite(leaf).all(), jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize('shape', [(2, 7, 5), (2, 8, 6), (3, 16, 64),
+                                   (1, 9, 1)])
+def test_fnet_is_the_official_real_part_of_fft2_and_its_gradient(shape):
+  from lra_ponet.baselines import fnet  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(shape).astype(np.float32)
+  weight = rng.standard_normal(shape).astype(np.float32)
+  # attention_fnet.py: fft(fft(X, dim=-1), dim=-2).real.
+  official = np.fft.fft(np.fft.fft(x.astype(np.float64), axis=-1),
+                        axis=-2).real
+  np.testing.assert_allclose(fnet.real_fft2(x), official, atol=2e-5)
+  gradient = jax.grad(lambda x: (fnet.real_fft2(x) * weight).sum())(x)
+  # The map is x -> Re(F x) with Re(F) symmetric: its gradient is Re(F) w.
+  expected = np.fft.fft(np.fft.fft(weight.astype(np.float64), axis=-1),
+                        axis=-2).real
+  np.testing.assert_allclose(gradient, expected, atol=2e-5)

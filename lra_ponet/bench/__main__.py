@@ -54,6 +54,7 @@ from lra_ponet import config_lib
 from lra_ponet import errors
 from lra_ponet import models
 from lra_ponet import validation
+from lra_ponet import xla_flags
 from lra_ponet.bench import child
 from lra_ponet.bench import export
 from lra_ponet.bench import sweep
@@ -291,5 +292,6 @@ def main(parsed):
 
 
 if __name__ == '__main__':
+  xla_flags.set_cpu_defaults()  # Before jax starts.
   define_flags()
   app.run(main, flags_parser=parse_flags)

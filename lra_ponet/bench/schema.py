@@ -63,10 +63,14 @@ written once; a rerun appends, never overwrites). Columns:
                       optax_version, numpy_version and git_clean existed
                       have them empty, and their git_commit ends in "+dirty"
                       where the code had local edits
-  glibc_tunables      the GLIBC_TUNABLES the cell ran with: the harness
-                      sets glibc.malloc.hugetlb=1 (huge pages for large
-                      malloc buffers; same results) unless it is set; empty
-                      for none, and in rows written before this column
+  xla_flags           the XLA_FLAGS the cells ran with, the suite's CPU
+                      defaults included (lra_ponet.xla_flags); empty in rows
+                      written before this column
+  glibc_tunables      the GLIBC_TUNABLES the cells ran with (e.g.
+                      glibc.malloc.hugetlb=1: huge pages for malloc's large
+                      buffers, faster at some sizes and slower at others,
+                      README "Faster CPU runs"); empty for none, and in rows
+                      written before this column
   overrides           the sweep's --config.FIELD=VALUE overrides as JSON
                       (field: text), each applied to the cells whose config
                       has the field; `{}` when none (empty in older rows)
@@ -104,7 +108,8 @@ COLUMNS = (
     'memory_cap_bytes', 'steps', 'warmup', 'cell_timeout_s', 'wall_s',
     'device_kind', 'device_count', 'platform', 'jax_version',
     'jaxlib_version', 'flax_version', 'optax_version', 'numpy_version',
-    'git_commit', 'git_clean', 'glibc_tunables', 'overrides', 'config_json')
+    'git_commit', 'git_clean', 'xla_flags', 'glibc_tunables', 'overrides',
+    'config_json')
 
 
 def slug(text: str) -> str:

@@ -42,17 +42,9 @@ class Settings:
   overrides: dict = dataclasses.field(default_factory=dict)
 
 
-# glibc 2.35+ backs large malloc buffers (XLA's CPU buffers) with huge
-# pages, sparing a page fault per 4 KiB of every fresh buffer on every step;
-# results are bit-identical, and other C libraries ignore it.
-HUGE_PAGES = 'glibc.malloc.hugetlb=1'
-
-
 def child_env():
   # The measured peak must be what the step needed, not a preallocated pool.
-  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE='false')
-  env.setdefault('GLIBC_TUNABLES', HUGE_PAGES)
-  return env
+  return dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE='false')
 
 
 def parse_output(stdout: str) -> dict:
@@ -197,7 +189,7 @@ def shared_fields(settings, device_stamp) -> dict:
       device_stamp, sweep_id=(settings.sweep_id
                               or f'{started:%Y%m%dT%H%M%SZ}-{os.getpid()}'),
       cell_timeout_s=settings.cell_timeout,
-      glibc_tunables=child_env()['GLIBC_TUNABLES'],
+      glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''),
       tokens_per_batch=settings.tokens_per_batch or 0)
 
 
