@@ -50,7 +50,6 @@ from lra_ponet.bench import child
 from lra_ponet.bench import schema
 from lra_ponet.bench import sweep
 from lra_ponet.errors import UserError
-from lra_ponet import xla_flags
 
 FLAGS = flags.FLAGS
 # The official code's attention type of each suite model.
@@ -272,6 +271,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  xla_flags.set_cpu_defaults()  # The suite's cells run with them.
   define_flags()
   app.run(main, flags_parser=errors.parse_flags)

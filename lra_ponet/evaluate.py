@@ -43,7 +43,6 @@ from lra_ponet import parallel
 from lra_ponet import stamp
 from lra_ponet import steps
 from lra_ponet import validation
-from lra_ponet import xla_flags
 from lra_ponet.errors import UserError
 
 # Overridable fields (and field prefixes): what data is read, not how.
@@ -236,6 +235,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  xla_flags.set_cpu_defaults()  # Before jax starts.
   define_flags()
   app.run(main, flags_parser=parse_flags)

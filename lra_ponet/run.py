@@ -33,7 +33,6 @@ from lra_ponet import models
 from lra_ponet import stopping
 from lra_ponet import train
 from lra_ponet import workdir_lock
-from lra_ponet import xla_flags
 from lra_ponet.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -141,5 +140,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  xla_flags.set_cpu_defaults()  # Before jax starts.
   app.run(main, flags_parser=parse_flags)

@@ -54,7 +54,6 @@ from lra_ponet import config_lib
 from lra_ponet import errors
 from lra_ponet import models
 from lra_ponet import validation
-from lra_ponet import xla_flags
 from lra_ponet.bench import child
 from lra_ponet.bench import export
 from lra_ponet.bench import sweep
@@ -292,6 +291,5 @@ def main(parsed):
 
 
 if __name__ == '__main__':
-  xla_flags.set_cpu_defaults()  # Before jax starts.
   define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -63,9 +63,8 @@ written once; a rerun appends, never overwrites). Columns:
                       optax_version, numpy_version and git_clean existed
                       have them empty, and their git_commit ends in "+dirty"
                       where the code had local edits
-  xla_flags           the XLA_FLAGS the cells ran with, the suite's CPU
-                      defaults included (lra_ponet.xla_flags); empty in rows
-                      written before this column
+  xla_flags           the XLA_FLAGS the cells ran with; empty for none, and
+                      in rows written before this column
   glibc_tunables      the GLIBC_TUNABLES the cells ran with (e.g.
                       glibc.malloc.hugetlb=1: huge pages for malloc's large
                       buffers, faster at some sizes and slower at others,
