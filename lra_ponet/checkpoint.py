@@ -87,8 +87,10 @@ def prepare_workdir(workdir: pathlib.Path, config_dict: dict, *,
     except json.JSONDecodeError as error:
       raise UserError(f'{config_path} is not valid JSON ({error}); pass '
                       '--overwrite to start a new run there') from None
+    # Both in the current layout: a config without an added field reads
+    # as the runs saved before it.
     differences = config_lib.differences(config_lib.migrate(saved),
-                                         config_dict)
+                                         config_lib.migrate(config_dict))
     if differences:
       raise UserError(f'{workdir} holds a run with a different config '
                       f'({"; ".join(differences)}); rerun with its settings '

@@ -32,6 +32,7 @@ MASK_BITS = (16, 32)
 _UNIFORM16_SIZE = 1 << 16
 # Four 16-bit draws per hash: the two 32-bit words Threefry-2x32 returns.
 _DRAWS_PER_HASH = 4
+_COUNTER_BLOCK = 1 << 32
 
 
 def check_mask_bits(mask_bits) -> int:
@@ -50,8 +51,8 @@ def keep_threshold(keep_prob: float) -> int:
 def uniform16(key, shape) -> jax.Array:
   """`shape` independent uniform 16-bit integers (int32) from a Threefry key.
 
-  Hash `i` (counter words `(0, i)`) gives draws `4 i` to `4 i + 3`, in the
-  row-major order of `shape`.
+  Hash `i` (counter words `(i // 2**32, i % 2**32)`) gives draws `4 i` to
+  `4 i + 3`, in the row-major order of `shape`.
   """
   key_words = jax.random.key_data(key)
   if key_words.shape != (2,):
@@ -60,18 +61,29 @@ def uniform16(key, shape) -> jax.Array:
                     'jax_default_prng_impl=threefry2x32 or '
                     'model.dropout_mask_bits=32')
   size = math.prod(shape)
-  hashes = -(-size // _DRAWS_PER_HASH)
-  if hashes >= 2**32:
-    raise UserError(f'a dropout mask of {size:,} elements is more than one '
-                    'key gives 16-bit draws for (2**34)')
-  counter = lax.iota(jnp.uint32, hashes)
+  high_counter, low_counter = _counter_words(-(-size // _DRAWS_PER_HASH))
   high_word, low_word = jax_random.threefry2x32_p.bind(
-      key_words[0], key_words[1], jnp.zeros_like(counter), counter)
+      key_words[0], key_words[1], high_counter, low_counter)
   words_Hx2 = jnp.stack([high_word, low_word], axis=-1)
   draws = lax.bitcast_convert_type(words_Hx2, jnp.uint16).reshape(-1)
   if draws.size != size:
     draws = draws[:size]
   return draws.reshape(shape).astype(jnp.int32)
+
+
+def _counter_words(hashes: int) -> tuple[jax.Array, jax.Array]:
+  """The two 32-bit words of counters `0 .. hashes - 1`, without 64-bit ints.
+
+  Masks of 2**34 elements and more (Path-X attention weights) need counters
+  past 2**32: whole blocks of 2**32 count in the high word.
+  """
+  blocks, remainder = divmod(hashes, _COUNTER_BLOCK)
+  block_shape = (blocks, _COUNTER_BLOCK)
+  high = [lax.broadcasted_iota(jnp.uint32, block_shape, 0).reshape(-1),
+          jnp.full((remainder,), blocks, jnp.uint32)]
+  low = [lax.broadcasted_iota(jnp.uint32, block_shape, 1).reshape(-1),
+         lax.iota(jnp.uint32, remainder)]
+  return jnp.concatenate(high), jnp.concatenate(low)
 
 
 class Dropout(nnx.Dropout):

@@ -55,6 +55,21 @@ def test_the_four_draws_of_a_hash_are_independent():
   assert chi_square < 255 + 5 * np.sqrt(2 * 255)
 
 
+def test_counters_past_2_to_the_32_carry_into_the_high_word(monkeypatch):
+  monkeypatch.setattr(dropout, '_COUNTER_BLOCK', 8)
+  high, low = dropout._counter_words(8 * 3 + 5)
+  np.testing.assert_array_equal(np.asarray(high) * 8 + np.asarray(low),
+                                np.arange(29))
+  assert high.dtype == low.dtype == jnp.uint32
+
+
+def test_a_path_x_attention_mask_of_2_to_the_35_elements_traces():
+  shape = (16, 8, 16384, 16384)
+  mask = jax.eval_shape(lambda k: dropout.uniform16(k, shape),
+                        jax.random.key(0))
+  assert mask.shape == shape
+
+
 def test_each_call_draws_a_new_mask_and_a_seed_repeats_the_stream():
   first = dropout.Dropout(0.5, rngs=nnx.Rngs(dropout=0))
   again = dropout.Dropout(0.5, rngs=nnx.Rngs(dropout=0))
