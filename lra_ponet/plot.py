@@ -61,14 +61,6 @@ def define_flags():
                       'folder (metrics.jsonl) instead of the bench plots.')
 
 
-def fitted_slope(lengths, values):
-  """Exponent k of cost ~ length^k by least squares in log-log; None if <2."""
-  if len(set(lengths)) < 2:
-    return None
-  slope, _ = np.polyfit(np.log(lengths), np.log(values), 1)
-  return float(slope)
-
-
 def length_label(length: int) -> str:
   return f'{length // 1024}K' if length >= 1024 and not length % 1024 else (
       str(length))
@@ -99,7 +91,7 @@ def draw_panel(axis, sweep, column, scale, ylabel):
     plotted = cells[cells[column].notna() & (cells['status'] != 'OOM')]
     lengths = plotted['length'].to_numpy(float)
     values = plotted[column].to_numpy(float) / scale
-    slope = fitted_slope(lengths, values) if len(values) else None
+    slope = speed.fitted_slope(lengths, values) if len(values) else None
     slopes[name] = slope
     legend = name if slope is None else f'{name} (slope {slope:.2f})'
     line, = axis.plot(lengths, values, marker='o', markersize=4,

@@ -1,5 +1,6 @@
 """Table formatting shared by the speed and the accuracy tables."""
 
+import dataclasses
 import math
 
 
@@ -44,3 +45,17 @@ def code_version(commit, clean) -> str:
 def maybe(value, text) -> str:
   """text(value), or an empty table cell where the value is missing."""
   return text(value) if known(value) else ''
+
+
+@dataclasses.dataclass
+class Table:
+  """A table of text cells and the line under it (source, stamp)."""
+  header: list
+  rows: list
+  caption: str = ''
+  # The headers of the columns that hold published numbers.
+  published: tuple = ()
+
+  def markdown(self) -> str:
+    table = markdown_table(self.header, self.rows)
+    return f'{table}\n\n{self.caption}' if self.caption else table

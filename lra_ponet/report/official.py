@@ -54,7 +54,7 @@ def comparison_rows(frame):
   return rows
 
 
-def _ponet_over_fnet(rows, row) -> str:
+def ponet_over_fnet(rows, row) -> str:
   if row['model'] != 'ponet':
     return ''
   for other in rows:
@@ -101,7 +101,7 @@ def comparison_section(frame) -> str:
        'this suite, ms/step', 'suite / official', 'suite PoNet / FNet'],
       [[row['task'], row['batch'], f'{row["length"]:,}', row['model'],
         row['official']['text'], row['suite']['text'], row['ratio'],
-        _ponet_over_fnet(rows, row)] for row in rows])
+        ponet_over_fnet(rows, row)] for row in rows])
   rounds = max((row['suite'].get('rounds', 0) for row in rows), default=0)
   return '\n'.join([
       '## The official code\'s training step beside the suite\'s', '',

@@ -8,6 +8,8 @@ stamp under every table, then the published anchors (`published`).
 
 import json
 
+import numpy as np
+
 from lra_ponet import stamp as stamp_lib
 from lra_ponet.report import markdown
 from lra_ponet.report import official
@@ -17,6 +19,14 @@ REFERENCE = 'transformer (xla)'
 CPU_NOTE = ('> Measured on a CPU: only the ratios (the × columns) mean '
             'anything here; absolute step times depend on the machine and '
             'on what else ran on it.')
+
+
+def fitted_slope(lengths, values):
+  """Exponent k of cost ~ length^k by least squares in log-log; None if <2."""
+  if len(set(lengths)) < 2:
+    return None
+  slope, _ = np.polyfit(np.log(lengths), np.log(values), 1)
+  return float(slope)
 
 
 def memory_unit(values):
@@ -108,8 +118,13 @@ def cell_lookup(sweep):
   return {(row.label, int(row.length)): row for row in sweep.itertuples()}
 
 
-def value_table(sweep, column, scale=1.0, status_only=True):
-  """Rows of `value (×multiplier)` per length; failures by their status.
+def value_table(sweep, column, scale=1.0, status_only=True) -> str:
+  return markdown.markdown_table(
+      *value_rows(sweep, column, scale, status_only))
+
+
+def value_rows(sweep, column, scale=1.0, status_only=True):
+  """(header, rows) of `value (×multiplier)` per length; failures by status.
 
   With status_only False a failed cell still shows its value when known
   (the compiled plan of an OOM or TIMEOUT cell), tagged with the status.
@@ -142,7 +157,7 @@ def value_table(sweep, column, scale=1.0, status_only=True):
       row.append(text)
     rows.append(row)
   header = ['model'] + [f'{length:,}' for length in lengths]
-  return markdown.markdown_table(header, rows)
+  return header, rows
 
 
 def peak_fractions(cell) -> str:
@@ -279,3 +294,24 @@ def bench_report(device, frame, all_sweeps: bool) -> str:
     parts.append(comparison)
   parts.append(published.published_section())
   return '\n'.join(parts)
+
+
+def sweep_tables(device, frame, all_sweeps: bool) -> list:
+  """[(name, Table)]: steps/s and the memory plan of each sweep shown."""
+  suite, _ = official.split(frame)
+  tables = []
+  for sweep in (select_sweeps(suite, all_sweeps) if len(suite) else []):
+    task, preset, dtype, batch = setting_of(sweep)
+    name = f'speed_{device}_{task}_{preset}_{dtype}_{batch}'.replace(' ', '')
+    if all_sweeps:
+      name += f'_{sweep.iloc[0]["sweep_id"]}'
+    tables.append((name, markdown.Table(
+        *value_rows(sweep, 'steps_per_s'),
+        'Training steps per second, median; × = the row / the '
+        f'{REFERENCE} row. ' + stamp(sweep))))
+    unit, scale = memory_unit(sweep['plan_total_bytes'])
+    tables.append((name.replace('speed_', 'memory_plan_', 1), markdown.Table(
+        *value_rows(sweep, 'plan_total_bytes', scale, status_only=False),
+        f'XLA compiled memory plan, {unit}; × = the row / the {REFERENCE} '
+        'row. ' + stamp(sweep))))
+  return tables
