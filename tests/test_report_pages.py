@@ -122,3 +122,20 @@ def test_check_fails_naming_the_stale_page(tmp_path):
       capture_output=True, text=True, cwd=tmp_path)
   assert done.returncode == 1
   assert 'out of date in README.md' in done.stderr
+
+
+def test_the_spread_page_is_what_its_command_writes(tmp_path):
+  """results/listops_test_set_spread.md, rerun from the command it names."""
+  page = ROOT / 'results/listops_test_set_spread.md'
+  title, _, command_line, *rest = page.read_text().splitlines()
+  command = command_line.strip('`')
+  assert command.startswith('python -m lra_ponet.spread ')
+  output = tmp_path / 'spread.md'
+  arguments = [argument.replace("'", '') for argument in command.split()[3:]
+               if not argument.startswith('--output=')]
+  subprocess.run([sys.executable, '-m', 'lra_ponet.spread', *arguments,
+                  f'--output={output}'], check=True, capture_output=True,
+                 cwd=ROOT)
+  _, _, _, *written = output.read_text().splitlines()
+  assert [title] + written == [title] + rest, (
+      f'{page.name} is stale; rerun: {command}')
