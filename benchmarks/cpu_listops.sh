@@ -33,11 +33,6 @@ SEED="${2:-0}"
 STEPS="${STEPS:-5000}"
 DTYPE="${DTYPE:-float32}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-# XLA's CPU buffers come from malloc, which maps each large one afresh and
-# faults it in 4 KiB pages every step; huge pages (glibc 2.35+, ignored
-# elsewhere) can make the step faster, with bit-identical results (README,
-# "Faster CPU runs").
-export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}"
 
 if [[ "$STEPS" == 5000 ]]; then
   GROUP=cpu_listops

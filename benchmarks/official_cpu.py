@@ -220,7 +220,7 @@ def compare(code: pathlib.Path):
   started = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
   shared = dict(device_stamp, tokens_per_batch=0,
                 cell_timeout_s=FLAGS.cell_timeout,
-                glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''))
+                glibc_tunables=sweep.child_env().get('GLIBC_TUNABLES', ''))
   for round_index in range(FLAGS.rounds):
     for count, (task, length, batch, model) in enumerate(cells()):
       sweep_id = f'official-{started}-{task}-r{round_index}'

@@ -38,6 +38,7 @@ import numpy as np
 from lra_ponet import tasks
 from lra_ponet import checkpoint
 from lra_ponet import config_lib
+from lra_ponet import host_memory
 from lra_ponet import errors
 from lra_ponet import parallel
 from lra_ponet import stamp
@@ -217,6 +218,7 @@ def main(argv):
   overrides = {field: config_lib.lookup(FLAGS.config, field)
                for field in config_lib.override_fields(sys.argv)}
   try:
+    host_memory.retain_freed_memory()
     record = evaluate_run(FLAGS.workdir, FLAGS.config, FLAGS.split, overrides,
                           save_predictions=FLAGS.predictions)
   except UserError as error:

@@ -29,6 +29,7 @@ from ml_collections import config_flags
 from lra_ponet import tasks
 from lra_ponet.configs import base
 from lra_ponet import config_lib
+from lra_ponet import host_memory
 from lra_ponet import models
 from lra_ponet import stopping
 from lra_ponet import train
@@ -108,6 +109,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Hides backend-probing notices.
   config = FLAGS.config
   try:
+    host_memory.retain_freed_memory()
     if FLAGS.distributed:
       initialize_distributed()
     if jax.process_count() > 1 and not FLAGS.workdir:

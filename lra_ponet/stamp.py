@@ -23,6 +23,8 @@ import subprocess
 
 import jax
 
+from lra_ponet import host_memory
+
 LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
 # The checkout holding the lra_ponet package, if it is one.
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,11 +47,13 @@ def device_fields(devices=None, platform=None) -> dict:
 
 def versions() -> dict:
   """`<library>_version` of each of LIBRARIES, git_commit and git_clean,
-  and the XLA_FLAGS the process runs with (`xla_flags`)."""
+  the XLA_FLAGS the process runs with (`xla_flags`) and its malloc
+  settings (`host_memory`: `retained` or `system`, see host_memory)."""
   stamp = {f'{name}_version': importlib.import_module(name).__version__
            for name in LIBRARIES}
   stamp.update(code_version())
   stamp['xla_flags'] = os.environ.get('XLA_FLAGS', '')
+  stamp['host_memory'] = host_memory.mode()
   return stamp
 
 

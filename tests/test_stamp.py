@@ -15,7 +15,7 @@ def _git(root, *args):
 def test_versions_name_every_library_and_the_code():
   versions = stamp.versions()
   assert set(versions) == {f'{name}_version' for name in stamp.LIBRARIES} | {
-      'git_commit', 'git_clean', 'xla_flags'}
+      'git_commit', 'git_clean', 'xla_flags', 'host_memory'}
   assert all(versions[f'{name}_version'] for name in stamp.LIBRARIES)
   assert stamp.device().endswith(' x cpu (cpu)')
 

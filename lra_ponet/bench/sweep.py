@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 
+from lra_ponet import host_memory
 from lra_ponet.bench import child
 from lra_ponet.bench import schema
 from lra_ponet.errors import UserError
@@ -44,7 +45,11 @@ class Settings:
 
 def child_env():
   # The measured peak must be what the step needed, not a preallocated pool.
-  return dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE='false')
+  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE='false')
+  tunables = host_memory.child_tunables()
+  if tunables:
+    env['GLIBC_TUNABLES'] = tunables
+  return env
 
 
 def parse_output(stdout: str) -> dict:
@@ -189,7 +194,7 @@ def shared_fields(settings, device_stamp) -> dict:
       device_stamp, sweep_id=(settings.sweep_id
                               or f'{started:%Y%m%dT%H%M%SZ}-{os.getpid()}'),
       cell_timeout_s=settings.cell_timeout,
-      glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''),
+      glibc_tunables=child_env().get('GLIBC_TUNABLES', ''),
       tokens_per_batch=settings.tokens_per_batch or 0)
 
 
