@@ -131,19 +131,7 @@ def main(argv):
     print('aborted without saving; the same command with the same --workdir '
           'resumes from the last checkpoint', file=sys.stderr)
     sys.exit(130)
-  print(f'\n{summary(results, workdir)}')
-
-
-def summary(results: dict, workdir) -> str:
-  """The two lines that close a run."""
-  return (f'{results["task"]} / {results["model"]}: '
-          f'test accuracy {results["test_accuracy"]:.4f} with the parameters '
-          f'of step {results["best_step"]} (best validation accuracy '
-          f'{results["best_val_accuracy"]:.4f}); '
-          f'{results["num_params"]:,} parameters, '
-          f'{results["steps_per_second"]:.2f} steps/s on {results["device"]}, '
-          f'{results["wall_seconds"]:.0f} s in all.\n'
-          f'Data: {results["data_source"]}. Results: {workdir}/results.json')
+  print(f'\n{train.summary(results, workdir)}')
 
 
 if __name__ == '__main__':

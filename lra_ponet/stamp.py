@@ -10,6 +10,11 @@ says what made it:
   git_commit          HEAD of the git checkout the code ran from
   git_clean           whether the code had no uncommitted edits (untracked
                       files and results/ not counted)
+  xla_flags           the XLA_FLAGS the process ran with
+  host_memory         `retained` or `system` (lra_ponet.host_memory)
+  host_cpu            the host's CPU model and its logical cores, e.g.
+                      'AMD EPYC, 2 cores': the device of a CPU result, and
+                      what feeds an accelerator
 
 Outside a git checkout (an installed wheel, no git) both git fields are None:
 null in JSON, an empty CSV cell. Files written before a field existed lack
@@ -19,6 +24,7 @@ it; the report shows the commit as unknown.
 import importlib
 import os
 import pathlib
+import platform
 import subprocess
 
 import jax
@@ -47,14 +53,34 @@ def device_fields(devices=None, platform=None) -> dict:
 
 def versions() -> dict:
   """`<library>_version` of each of LIBRARIES, git_commit and git_clean,
-  the XLA_FLAGS the process runs with (`xla_flags`) and its malloc
-  settings (`host_memory`: `retained` or `system`, see host_memory)."""
+  the XLA_FLAGS the process runs with (`xla_flags`), its malloc settings
+  (`host_memory`: `retained` or `system`, see host_memory) and the host's
+  CPU (`host_cpu`)."""
   stamp = {f'{name}_version': importlib.import_module(name).__version__
            for name in LIBRARIES}
   stamp.update(code_version())
   stamp['xla_flags'] = os.environ.get('XLA_FLAGS', '')
   stamp['host_memory'] = host_memory.mode()
+  stamp['host_cpu'] = host_cpu()
   return stamp
+
+
+def host_cpu() -> str:
+  """'<CPU model>, <n> cores' of this host; the model from /proc/cpuinfo
+  where there is one (Linux), else the platform's processor name."""
+  model = ''
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as info:
+      for line in info:
+        key, _, value = line.partition(':')
+        # x86 names it 'model name', some ARM kernels 'Model'.
+        if key.strip() in ('model name', 'Model') and value.strip():
+          model = value.strip()
+          break
+  except OSError:
+    pass
+  model = model or platform.processor() or 'unknown CPU'
+  return f'{model}, {os.cpu_count()} cores'
 
 
 def _git(*args) -> str:

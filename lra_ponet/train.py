@@ -301,3 +301,15 @@ def _write_metrics(workdir, records):
 def _copy(tree):
   """New buffers: the training step donates (deletes) the state's."""
   return jax.tree.map(jnp.copy, tree)
+
+
+def summary(results: dict, workdir) -> str:
+  """The two lines that close a run."""
+  return (f'{results["task"]} / {results["model"]}: '
+          f'test accuracy {results["test_accuracy"]:.4f} with the parameters '
+          f'of step {results["best_step"]} (best validation accuracy '
+          f'{results["best_val_accuracy"]:.4f}); '
+          f'{results["num_params"]:,} parameters, '
+          f'{results["steps_per_second"]:.2f} steps/s on {results["device"]}, '
+          f'{results["wall_seconds"]:.0f} s in all.\n'
+          f'Data: {results["data_source"]}. Results: {workdir}/results.json')

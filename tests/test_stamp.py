@@ -1,5 +1,6 @@
 """`lra_ponet.stamp`: the device, library and code versions of a result."""
 
+import os
 import subprocess
 
 from lra_ponet import stamp
@@ -15,9 +16,10 @@ def _git(root, *args):
 def test_versions_name_every_library_and_the_code():
   versions = stamp.versions()
   assert set(versions) == {f'{name}_version' for name in stamp.LIBRARIES} | {
-      'git_commit', 'git_clean', 'xla_flags', 'host_memory'}
+      'git_commit', 'git_clean', 'xla_flags', 'host_memory', 'host_cpu'}
   assert all(versions[f'{name}_version'] for name in stamp.LIBRARIES)
   assert stamp.device().endswith(' x cpu (cpu)')
+  assert versions['host_cpu'].endswith(f', {os.cpu_count()} cores')
 
 
 def test_the_commit_and_whether_the_code_has_edits(tmp_path, monkeypatch):

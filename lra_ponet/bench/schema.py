@@ -70,6 +70,8 @@ written once; a rerun appends, never overwrites). Columns:
                       buffers, faster at some sizes and slower at others,
                       README "Faster CPU runs"); empty for none, and in rows
                       written before this column
+  host_cpu            the host's CPU model and logical cores (the device of
+                      a CPU row); empty in rows written before this column
   overrides           the sweep's --config.FIELD=VALUE overrides as JSON
                       (field: text), each applied to the cells whose config
                       has the field; `{}` when none (empty in older rows)
@@ -107,8 +109,8 @@ COLUMNS = (
     'memory_cap_bytes', 'steps', 'warmup', 'cell_timeout_s', 'wall_s',
     'device_kind', 'device_count', 'platform', 'jax_version',
     'jaxlib_version', 'flax_version', 'optax_version', 'numpy_version',
-    'git_commit', 'git_clean', 'xla_flags', 'glibc_tunables', 'overrides',
-    'config_json')
+    'git_commit', 'git_clean', 'xla_flags', 'glibc_tunables', 'host_cpu',
+    'overrides', 'config_json')
 
 
 def slug(text: str) -> str:

@@ -324,7 +324,7 @@ def rounds_block(root, page_dir, argument):
   caption = (f'*Median ms per step of each round, in order, from '
              f'`results/{folder}/bench_cpu.csv` (sweeps '
              f'{", ".join(dict.fromkeys(frame["sweep_id"]))}) · '
-             f'{int(first["device_count"])} x {first["device_kind"]} · '
+             f'{markdown.device(first)} · '
              f'{first["task"]}, batch {int(first["batch_size"])}, '
              f'{first["dtype"]} · git '
              f'{markdown.code_version(first.get("git_commit"), first.get("git_clean"))}'
@@ -413,14 +413,14 @@ def _newest_stamp(root, frames) -> tuple[str, str]:
 def summary_block(root, page_dir, run):
   """The lines a run's command printed at its end: `summary:GROUP/RUN`."""
   del page_dir
-  from lra_ponet import run as run_lib  # pylint: disable=g-import-not-at-top
+  from lra_ponet import train  # pylint: disable=g-import-not-at-top
   folder = pathlib.Path(root) / 'results' / 'runs' / run
   try:
     result = json.loads((folder / 'results.json').read_text())
   except (OSError, json.JSONDecodeError) as error:
     raise UserError(f'{folder}/results.json is not readable ({error})'
                     ) from None
-  return [f'```\n{run_lib.summary(result, f"runs/{run}")}\n```']
+  return [f'```\n{train.summary(result, f"runs/{run}")}\n```']
 
 
 BLOCKS = {

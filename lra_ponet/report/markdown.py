@@ -30,6 +30,15 @@ def known(value) -> bool:
                                     and math.isnan(value))
 
 
+def device(row) -> str:
+  """'<count> x <kind> (<platform>)' of a bench row, and its host's CPU
+  where the row records it: on a CPU, which processor ran it."""
+  text = (f'{int(row["device_count"])} x {row["device_kind"]} '
+          f'({row["platform"]})')
+  host = row.get('host_cpu')
+  return f'{text}, {host}' if known(host) and host else text
+
+
 def code_version(commit, clean) -> str:
   """A stamp's commit in 12 hex digits, '+dirty' after local edits.
 

@@ -76,8 +76,7 @@ def official_stamp(frame) -> str:
                         if markdown.known(first.get(f'{name}_version')))
   tunables = first.get('glibc_tunables')
   parts = [
-      f'{int(first["device_count"])} x {first["device_kind"]} '
-      f'({first["platform"]})',
+      markdown.device(first),
       f'official code {config["official_commit"][:12]} under PyTorch '
       f'{config["torch_version"]} ({config["torch_threads"]} threads)',
       f'the suite: {libraries}',

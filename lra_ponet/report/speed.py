@@ -90,8 +90,7 @@ def stamp(sweep) -> str:
   dates = sorted(sweep['date'])
   caps = sweep['memory_cap_bytes'].dropna()
   parts = [
-      f'{int(first["device_count"])} x {first["device_kind"]} '
-      f'({first["platform"]})',
+      markdown.device(first),
       # The libraries a row records: older rows lack optax and numpy.
       ', '.join(f'{name} {first[f"{name}_version"]}'
                 for name in stamp_lib.LIBRARIES
