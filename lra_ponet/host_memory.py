@@ -41,7 +41,7 @@ _applied = None
 
 def _glibc():
   """The process's C library if it is glibc, else None."""
-  if platform.system() != 'Linux' or not platform.libc_ver()[0] == 'glibc':
+  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
     return None
   libc = ctypes.CDLL(ctypes.util.find_library('c') or None)
   return libc if hasattr(libc, 'mallopt') else None
